@@ -1,0 +1,316 @@
+"""Forget / retain / test / forget-validation splits from `datasets`, and the input checks that guard them.
+
+`make_unlearning_splits` turns a user's description of what to forget (whole classes, N random examples within
+classes, explicit indices or ids, a boolean column, or ready-made splits) into the four splits an unlearning run
+needs. Every check raises before any model is loaded or trained, with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLUMN_CANDIDATES = ("labels", "label", "label_ids")
+
+
+# ---- checks ----------------------------------------------------------------------------------------------------
+
+
+def require_columns(dataset: Dataset, columns: dict[str, str | None], where: str = "the dataset") -> None:
+    """Raise if a configured column is missing; `columns` maps the CLI/API option name to the column name."""
+    for option, column in columns.items():
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(
+                f"Column {column!r} (set by {option}) is not in {where}; its columns are {dataset.column_names}. "
+                f"Pass the right name with --{option} / {option}=..."
+            )
+
+
+def _label_column(dataset: Dataset) -> str | None:
+    return next((name for name in LABEL_COLUMN_CANDIDATES if name in dataset.column_names), None)
+
+
+def label_values(dataset: Dataset, label_column: str) -> np.ndarray:
+    """The raw label column as a numpy array (ignores any transform set on the dataset)."""
+    return np.asarray(dataset.select_columns([label_column]).with_format("numpy")[label_column])
+
+
+def check_label_range(dataset: Any, num_labels: int, name: str) -> None:
+    """Raise when a `datasets.Dataset` holds labels the model's head cannot output (label/num_labels mismatch)."""
+    if not isinstance(dataset, Dataset):
+        return
+    column = _label_column(dataset)
+    if column is None or len(dataset) == 0:
+        return
+    labels = label_values(dataset, column)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"The {name} set's {column!r} column holds {labels.dtype} values; SCRUB needs integer class ids. "
+            "Encode it with `dataset.class_encode_column(...)`."
+        )
+    if labels.min() < 0 or labels.max() >= num_labels:
+        raise ValueError(
+            f"The {name} set has labels in [{labels.min()}, {labels.max()}] but the model has num_labels={num_labels}. "
+            "Use the model that was fine-tuned on this dataset (same label set), or fix the label column."
+        )
+
+
+def row_digests(dataset: Dataset, columns: Sequence[str] | None = None) -> list[bytes]:
+    """One digest per row of the raw data (transforms ignored), to find identical examples across splits."""
+    arrow = dataset.select_columns(list(columns)) if columns is not None else dataset
+    digests = []
+    for batch in arrow.with_format("arrow").iter(batch_size=1024):
+        for row in batch.to_pylist():
+            digests.append(hashlib.blake2b(pickle.dumps(tuple(row.values())), digest_size=16).digest())
+    return digests
+
+
+def check_disjoint(forget_dataset: Any, retain_dataset: Any) -> None:
+    """Raise when a forget example also appears, identical, in the retain set (it could not be forgotten)."""
+    if not (isinstance(forget_dataset, Dataset) and isinstance(retain_dataset, Dataset)):
+        return
+    columns = [c for c in forget_dataset.column_names if c in retain_dataset.column_names]
+    forget_rows = set(row_digests(forget_dataset, columns))
+    overlap = sum(digest in forget_rows for digest in row_digests(retain_dataset, columns))
+    if overlap:
+        raise ValueError(
+            f"{overlap} retain example(s) are identical to forget examples: an example cannot be forgotten while it "
+            "is also retained. Remove them from the retain set (make_unlearning_splits does this), or set "
+            "check_forget_retain_overlap=False if the duplicates are intended."
+        )
+
+
+# ---- splits ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UnlearningSplits:
+    """The data of one unlearning request.
+
+    `forget_validation` holds unseen examples from the forget set's distribution (e.g. test examples of the
+    forgotten classes): the reference for SCRUB+R's rewind and the "unseen" side of the membership attack.
+    `forget_rows` are the forget examples' positions in the original training split (or their ids when an id
+    column was used), so a request can be recorded (hashed) without storing the examples.
+    """
+
+    forget: Dataset
+    retain: Dataset
+    test: Dataset
+    forget_validation: Dataset
+    forget_type: str
+    forget_classes: list[int] = field(default_factory=list)
+    class_names: list[str] | None = None
+    forget_rows: list[Any] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """The `forget` block of `unlearning_results.json`."""
+        info: dict[str, Any] = {"type": self.forget_type, "num_examples": len(self.forget)}
+        if self.forget_classes:
+            info["classes"] = self.forget_classes
+            if self.class_names:
+                info["class_names"] = [self.class_names[c] for c in self.forget_classes]
+        info["num_retain_examples"] = len(self.retain)
+        info["num_test_examples"] = len(self.test)
+        info["num_forget_validation_examples"] = len(self.forget_validation)
+        return info
+
+
+def read_forget_list(path: str | Path) -> list[Any]:
+    """Read indices or ids from a JSON list or a text file with one entry per line (ints stay ints)."""
+    text = Path(path).read_text()
+    if text.lstrip().startswith("["):
+        entries = json.loads(text)
+    else:
+        entries = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [int(e) if isinstance(e, str) and e.lstrip("-").isdigit() else e for e in entries]
+
+
+def class_names_of(dataset: Dataset, label_column: str) -> list[str] | None:
+    feature = dataset.features.get(label_column)
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def resolve_classes(classes: Iterable[int | str], names: list[str] | None, present: Iterable[int]) -> list[int]:
+    """Map class names or ids (ints or digit strings) to label ids; unknown classes raise with the valid choices."""
+    present = sorted(set(int(p) for p in present))
+    resolved = []
+    for cls in classes:
+        if names is not None and isinstance(cls, str) and cls in names:
+            resolved.append(names.index(cls))
+        elif isinstance(cls, int) or (isinstance(cls, str) and cls.lstrip("-").isdigit()):
+            resolved.append(int(cls))
+        else:
+            resolved.append(None)
+        if resolved[-1] is None or resolved[-1] not in present:
+            choices = [f"{i} ({names[i]})" if names else str(i) for i in present]
+            raise ValueError(f"Forget class {cls!r} is not among the dataset's labels: {', '.join(choices)}.")
+    return sorted(set(resolved))
+
+
+def _split_off_test(
+    train: Dataset, label_column: str, test_size: float, seed: int
+) -> tuple[Dataset, Dataset]:
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be in (0, 1) to hold out a test split, got {test_size}.")
+    stratify = label_column if isinstance(train.features.get(label_column), ClassLabel) else None
+    parts = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify)
+    logger.info("No test split: held out %d of %d training examples as test.", len(parts["test"]), len(train))
+    return parts["train"], parts["test"]
+
+
+def make_unlearning_splits(
+    dataset: Dataset | DatasetDict,
+    *,
+    label_column: str = "label",
+    forget_classes: Sequence[int | str] | None = None,
+    num_forget_examples: int | None = None,
+    forget_indices: Sequence[Any] | str | Path | None = None,
+    id_column: str | None = None,
+    forget_column: str | None = None,
+    train_split: str = "train",
+    test_split: str | None = "test",
+    test_size: float = 0.2,
+    seed: int = 42,
+) -> UnlearningSplits:
+    """Build forget / retain / test / forget-validation splits.
+
+    Ways to say what to forget (pick one; a `DatasetDict` with "forget" and "retain" splits needs none):
+    - `forget_classes` alone: every training example of those classes (class unlearning);
+    - `forget_classes` + `num_forget_examples`: that many random examples (seeded) within those classes, or
+      `num_forget_examples` alone: random examples from the whole training split (selective unlearning);
+    - `forget_indices`: positions in the training split, or ids in `id_column` when it is given; a list, or the
+      path of a JSON list / text file with one entry per line;
+    - `forget_column`: a boolean column, True = forget.
+
+    The test split is `dataset[test_split]`, or, when absent, a stratified `test_size` hold-out of the training
+    split. Retain examples identical to a forget example are dropped (they would make the request contradictory).
+    """
+    forget_split_given = isinstance(dataset, DatasetDict) and "forget" in dataset and "retain" in dataset
+    chosen = [
+        name
+        for name, value in (
+            ("forget_classes/num_forget_examples", forget_classes or num_forget_examples),
+            ("forget_indices", forget_indices),
+            ("forget_column", forget_column),
+        )
+        if value
+    ]
+    if len(chosen) > 1:
+        raise ValueError(f"Choose one way to select the forget set, got {' and '.join(chosen)}.")
+    if not chosen and not forget_split_given:
+        raise ValueError(
+            "Nothing to forget was specified: pass forget_classes, num_forget_examples, forget_indices or "
+            "forget_column, or a DatasetDict with 'forget' and 'retain' splits."
+        )
+
+    if isinstance(dataset, DatasetDict):
+        base_name = "retain" if forget_split_given and not chosen else train_split
+        if base_name not in dataset:
+            raise ValueError(f"Split {base_name!r} not found; the dataset has splits {list(dataset)}.")
+        train = dataset[base_name]
+        test = dataset[test_split] if test_split and test_split in dataset else None
+    else:
+        train, test = dataset, None
+    require_columns(train, {"label_column": label_column, "id_column": id_column, "forget_column": forget_column})
+    if test is None:
+        train, test = _split_off_test(train, label_column, test_size, seed)
+    require_columns(test, {"label_column": label_column}, where="the test split")
+    names = class_names_of(train, label_column)
+    labels = label_values(train, label_column)
+
+    classes: list[int] = []
+    if forget_split_given and not chosen:
+        forget, retain, forget_type = dataset["forget"], train, "splits"
+        require_columns(forget, {"label_column": label_column}, where="the forget split")
+        forget_rows = list(range(len(forget)))
+        check_disjoint(forget, retain)
+    else:
+        if forget_classes or num_forget_examples:
+            if forget_classes:
+                classes = resolve_classes(forget_classes, names, labels)
+                candidates = np.flatnonzero(np.isin(labels, classes))
+            else:
+                candidates = np.arange(len(train))
+            if num_forget_examples:
+                if num_forget_examples > len(candidates):
+                    raise ValueError(
+                        f"num_forget_examples={num_forget_examples} but only {len(candidates)} training examples "
+                        "match the forget classes."
+                    )
+                rng = np.random.default_rng(seed)
+                rows = np.sort(rng.choice(candidates, size=num_forget_examples, replace=False))
+                forget_type = "selective"
+            else:
+                rows, forget_type = candidates, "class"
+        elif forget_indices is not None:
+            entries = read_forget_list(forget_indices) if isinstance(forget_indices, (str, Path)) else forget_indices
+            rows = _rows_for_entries(train, list(entries), id_column)
+            forget_type = "ids" if id_column else "indices"
+        else:
+            flags = np.asarray(train[forget_column])
+            if flags.dtype != bool:
+                raise ValueError(f"forget_column {forget_column!r} must be boolean, got {flags.dtype} values.")
+            rows, forget_type = np.flatnonzero(flags), "column"
+        if len(rows) == 0:
+            raise ValueError("The forget set is empty: the selection matched no training example.")
+        forget_rows = [train[id_column][int(r)] for r in rows] if id_column else [int(r) for r in rows]
+        forget = train.select(rows)
+        is_forget = np.zeros(len(train), dtype=bool)
+        is_forget[rows] = True
+        retain = train.select(np.flatnonzero(~is_forget))
+        retain = _drop_duplicates_of(retain, forget)
+
+    if len(forget) == 0:
+        raise ValueError("The forget set is empty: there is nothing to unlearn.")
+    forget_labels = label_values(forget, label_column)
+    validation_classes = classes or sorted(set(forget_labels.tolist()))
+    test_labels = label_values(test, label_column)
+    forget_validation = test.select(np.flatnonzero(np.isin(test_labels, validation_classes)))
+    return UnlearningSplits(
+        forget=forget,
+        retain=retain,
+        test=test,
+        forget_validation=forget_validation,
+        forget_type=forget_type,
+        forget_classes=classes,
+        class_names=names,
+        forget_rows=forget_rows,
+    )
+
+
+def _rows_for_entries(train: Dataset, entries: list[Any], id_column: str | None) -> np.ndarray:
+    if not entries:
+        raise ValueError("The forget set is empty: the list of forget indices/ids has no entries.")
+    if id_column:
+        position = {value: i for i, value in enumerate(train[id_column])}
+        missing = [e for e in entries if e not in position]
+        if missing:
+            raise ValueError(f"{len(missing)} forget ids are not in column {id_column!r}, e.g. {missing[:5]}.")
+        return np.array(sorted({position[e] for e in entries}))
+    bad = [e for e in entries if not isinstance(e, (int, np.integer)) or not 0 <= e < len(train)]
+    if bad:
+        raise ValueError(
+            f"Forget indices must be row positions in [0, {len(train)}); got {bad[:5]}. "
+            "To select by an id column, pass id_column."
+        )
+    return np.array(sorted(set(int(e) for e in entries)))
+
+
+def _drop_duplicates_of(retain: Dataset, forget: Dataset) -> Dataset:
+    forget_rows = set(row_digests(forget))
+    keep = [i for i, digest in enumerate(row_digests(retain)) if digest not in forget_rows]
+    if len(keep) < len(retain):
+        logger.warning("Dropped %d retain example(s) identical to forget examples.", len(retain) - len(keep))
+        retain = retain.select(keep)
+    return retain

@@ -1,0 +1,210 @@
+"""The SCRUB epoch schedule as a list of phase-pure optimizer steps, fed to the Trainer as one batch sampler.
+
+Per epoch ``e = 1..num_epochs``: if ``e <= forget_epochs``, one full pass over the forget set with max-steps, then
+one pass over the retain set with min-steps; later epochs are min-only (DESIGN §2).
+
+Why a precomputed schedule: the Trainer's loop has a fixed number of micro-batches per epoch and groups them
+``gradient_accumulation_steps`` at a time, while SCRUB epochs differ in length and must never mix a forget and a
+retain micro-batch in one optimizer step. Laying the whole run out as optimizer steps of exactly
+``gradient_accumulation_steps`` micro-batches per process keeps every process in the same phase at every optimizer
+step, lets accelerate shard it like any batch sampler, and makes resuming a checkpoint a plain "skip the first N
+micro-batches" (the schedule is a pure function of the sizes and the seed).
+
+Each example carries a weight ``num_processes / n`` where ``n`` is the number of examples in its optimizer step
+across all processes, so that summing ``weight * loss`` over a micro-batch and letting DDP average the gradients
+gives exactly the mean loss of the step, as one large batch would, whatever the split into micro-batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+class Phase(IntEnum):
+    """Which SCRUB step an optimizer step is."""
+
+    FORGET = 0  # max-step: move away from the teacher on forget data
+    RETAIN = 1  # min-step: CE + stay close to the teacher on retain data
+
+
+@dataclass(frozen=True)
+class ScheduledExample:
+    """One example of the schedule: its row in the forget or retain set and its loss weight (0 = padding)."""
+
+    phase: Phase
+    row: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class OptimizerStep:
+    """One optimizer step: ``micro_batches[j][p]`` is micro-batch ``j`` of process ``p``."""
+
+    epoch: int
+    phase: Phase
+    micro_batches: tuple[tuple[tuple[ScheduledExample, ...], ...], ...]
+
+    @property
+    def num_examples(self) -> int:
+        """Real (non-padding) examples in this step across all processes."""
+        return sum(ex.weight > 0 for micro in self.micro_batches for batch in micro for ex in batch)
+
+
+def _phase_steps(
+    epoch: int,
+    phase: Phase,
+    rows: np.ndarray,
+    batch_size: int,
+    gradient_accumulation_steps: int,
+    num_processes: int,
+) -> list[OptimizerStep]:
+    """Cut one pass over ``rows`` into optimizer steps of ``batch_size * accumulation * processes`` examples.
+
+    The last step may be smaller. Its examples are spread evenly over as many micro-batches as keeps each at two
+    examples or more (BatchNorm cannot train on one), dealt across processes first; any micro-batch left without
+    examples repeats up to two of them with weight 0, so that every process runs the same number of
+    forward/backward passes in every step.
+    """
+    slots = gradient_accumulation_steps * num_processes
+    step_size = batch_size * slots
+    steps = []
+    for start in range(0, len(rows), step_size):
+        step_rows = rows[start : start + step_size]
+        weight = num_processes / len(step_rows)
+        num_parts = slots if len(step_rows) == step_size else min(slots, max(1, len(step_rows) // 2))
+        parts = [
+            tuple(ScheduledExample(phase, int(row), weight) for row in part)
+            for part in np.array_split(step_rows, num_parts)
+        ]
+        padding = tuple(ScheduledExample(phase, int(row), 0.0) for row in step_rows[:2])
+        parts += [padding] * (slots - num_parts)
+        micro_batches = tuple(
+            tuple(parts[j * num_processes + p] for p in range(num_processes)) for j in range(gradient_accumulation_steps)
+        )
+        steps.append(OptimizerStep(epoch, phase, micro_batches))
+    return steps
+
+
+def build_schedule(
+    num_forget: int,
+    num_retain: int,
+    *,
+    forget_batch_size: int,
+    retain_batch_size: int,
+    num_epochs: int,
+    forget_epochs: int,
+    gradient_accumulation_steps: int = 1,
+    num_processes: int = 1,
+    retain_fraction: float = 1.0,
+    seed: int = 0,
+) -> list[OptimizerStep]:
+    """The whole SCRUB run as optimizer steps, in order. Shuffling is seeded per (seed, epoch, phase).
+
+    The result does not depend on ``num_processes`` or ``gradient_accumulation_steps`` beyond how each step is cut
+    into micro-batches: the same examples form the same optimizer steps, which is what makes a multi-process or
+    accumulated run equal to one process with the same global batch.
+    """
+    if num_forget < 1 and forget_epochs > 0:
+        raise ValueError("The forget set is empty: there is nothing to unlearn.")
+    if num_retain < 1:
+        raise ValueError("The retain set is empty: SCRUB's min-steps need retained data.")
+    retain_per_epoch = max(1, math.ceil(retain_fraction * num_retain))
+    steps: list[OptimizerStep] = []
+    for epoch in range(1, num_epochs + 1):
+        if epoch <= forget_epochs:
+            order = np.random.default_rng([seed, epoch, Phase.FORGET]).permutation(num_forget)
+            steps += _phase_steps(
+                epoch, Phase.FORGET, order, forget_batch_size, gradient_accumulation_steps, num_processes
+            )
+        order = np.random.default_rng([seed, epoch, Phase.RETAIN]).permutation(num_retain)[:retain_per_epoch]
+        steps += _phase_steps(epoch, Phase.RETAIN, order, retain_batch_size, gradient_accumulation_steps, num_processes)
+    return steps
+
+
+def epoch_progress(schedule: list[OptimizerStep]) -> list[float]:
+    """SCRUB epoch reached after each optimizer step (e.g. 1.5 = half of epoch 2), for `TrainerState.epoch`."""
+    steps_per_epoch: dict[int, int] = {}
+    for step in schedule:
+        steps_per_epoch[step.epoch] = steps_per_epoch.get(step.epoch, 0) + 1
+    progress, done_in_epoch = [], dict.fromkeys(steps_per_epoch, 0)
+    for step in schedule:
+        done_in_epoch[step.epoch] += 1
+        progress.append(step.epoch - 1 + done_in_epoch[step.epoch] / steps_per_epoch[step.epoch])
+    return progress
+
+
+class ScheduleBatchSampler(Sampler[list[ScheduledExample]]):
+    """Yields the schedule's micro-batches in the order accelerate's `BatchSamplerShard` deals them out.
+
+    Global order is step by step, then micro-batch ``j``, then process ``p``; `BatchSamplerShard` gives process
+    ``p`` every ``num_processes``-th batch, so each process receives its ``gradient_accumulation_steps``
+    micro-batches of each optimizer step, in order. ``batch_size = None`` tells accelerate the batches vary in size.
+    """
+
+    batch_size = None
+    drop_last = False
+
+    def __init__(self, schedule: list[OptimizerStep]) -> None:
+        self.schedule = schedule
+
+    def __iter__(self) -> Iterator[list[ScheduledExample]]:
+        for step in self.schedule:
+            for micro in step.micro_batches:
+                for batch in micro:
+                    yield list(batch)
+
+    def __len__(self) -> int:
+        return sum(len(micro) for step in self.schedule for micro in step.micro_batches)
+
+
+PHASE_KEY = "scrub_phase"
+WEIGHT_KEY = "scrub_weight"
+
+
+class ScheduledDataset(Dataset):
+    """Serves `ScheduledExample` keys from the forget or retain set, tagged with their phase and weight."""
+
+    def __init__(self, forget_dataset: Any, retain_dataset: Any) -> None:
+        self.sources = {Phase.FORGET: forget_dataset, Phase.RETAIN: retain_dataset}
+
+    def __len__(self) -> int:
+        return sum(len(source) for source in self.sources.values())
+
+    def __getitem__(self, key: ScheduledExample) -> dict[str, Any]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[ScheduledExample]) -> list[dict[str, Any]]:
+        # One batched read per micro-batch: a `datasets.Dataset` then runs its transform once on the whole batch.
+        phase = keys[0].phase
+        source = self.sources[phase]
+        rows = [key.row for key in keys]
+        examples = source.__getitems__(rows) if hasattr(source, "__getitems__") else [source[row] for row in rows]
+        return [
+            {**example, PHASE_KEY: int(phase), WEIGHT_KEY: key.weight}
+            for example, key in zip(examples, keys, strict=True)
+        ]
+
+
+class ScheduleCollator:
+    """Wraps the user's collator: collates the examples, then adds the phase (an int) and the per-example weights."""
+
+    def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        self.collator = collator
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        phase = features[0][PHASE_KEY]
+        weights = torch.tensor([feature[WEIGHT_KEY] for feature in features], dtype=torch.float32)
+        batch = dict(
+            self.collator([{k: v for k, v in f.items() if k not in (PHASE_KEY, WEIGHT_KEY)} for f in features])
+        )
+        batch[PHASE_KEY] = phase
+        batch[WEIGHT_KEY] = weights
+        return batch

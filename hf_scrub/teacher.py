@@ -1,0 +1,93 @@
+"""The SCRUB teacher: the original model, frozen (eval mode, no gradients), queried for logits.
+
+Two forms, chosen by `build_teacher`:
+- `FrozenTeacher`: a separate module (the user's `teacher_model`, or a deep copy of the student taken when the
+  trainer is built, before any update), prepared by accelerate for evaluation only (device placement and
+  mixed-precision autocast, no DDP wrapper, no optimizer).
+- `AdapterDisabledTeacher`: for a peft model whose adapters have not been trained yet, the base model with the
+  adapters switched off *is* the original model, so no second copy of the weights is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def _is_peft_model(model: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency, but keep the check cheap and optional
+        return False
+    return isinstance(model, PeftModel)
+
+
+def adapters_are_fresh(model: nn.Module) -> bool:
+    """True when every LoRA up-projection (``lora_B``) is still zero, i.e. the adapters do not change the output yet.
+
+    Only then is "the model with adapters disabled" equal to the model the user handed us; an adapter that was
+    already trained is part of the original model, and the teacher must then be a real copy.
+    """
+    lora_b = [param for name, param in model.named_parameters() if "lora_B" in name]
+    return bool(lora_b) and all(not torch.any(param) for param in lora_b)
+
+
+class FrozenTeacher:
+    """A separate frozen module; `logits` runs it in eval mode without building a graph."""
+
+    def __init__(self, module: nn.Module) -> None:
+        module.requires_grad_(False)
+        self.module = module.eval()
+
+    def prepare(self, accelerator: Any) -> None:
+        """Place the teacher the way the student's accelerator runs (device, autocast); evaluation only."""
+        self.module = accelerator.prepare_model(self.module, evaluation_mode=True).eval()
+
+    @torch.no_grad()
+    def logits(self, student: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        self.module.eval()  # cheap, and guards against anyone having called .train() on it
+        return self.module(**inputs).logits
+
+    @property
+    def num_outputs(self) -> int | None:
+        return getattr(self.module.config, "num_labels", None)
+
+
+class AdapterDisabledTeacher:
+    """The student peft model itself, run in eval mode with its adapters disabled (the untouched base model)."""
+
+    def prepare(self, accelerator: Any) -> None:
+        self._unwrap = accelerator.unwrap_model
+
+    @torch.no_grad()
+    def logits(self, student: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        peft_model = self._unwrap(student)
+        was_training = peft_model.training
+        peft_model.eval()  # teacher semantics: no dropout, BatchNorm running statistics
+        try:
+            with peft_model.disable_adapter():
+                return peft_model(**inputs).logits
+        finally:
+            peft_model.train(was_training)
+
+    num_outputs = None  # same module as the student: sizes match by construction
+
+
+def build_teacher(model: nn.Module, teacher_model: nn.Module | None) -> FrozenTeacher | AdapterDisabledTeacher:
+    """Pick the teacher for `model`: the given one, the adapter-disabled base model, or a frozen deep copy."""
+    if teacher_model is not None:
+        return FrozenTeacher(teacher_model)
+    if _is_peft_model(model):
+        if adapters_are_fresh(model):
+            return AdapterDisabledTeacher()
+        logger.warning(
+            "The peft model's adapters are already trained, so disabling them would not give the original model; "
+            "the teacher is a deep copy instead (more memory). Pass teacher_model to control this."
+        )
+    return FrozenTeacher(copy.deepcopy(model))
