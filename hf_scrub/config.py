@@ -103,7 +103,10 @@ class ScrubConfig(TrainingArguments):
     )
     per_device_forget_batch_size: int = field(
         default=16,
-        metadata={"help": "Forget-set batch size per device for the max-steps (retain uses per_device_train_batch_size)."},
+        metadata={
+            "help": "Forget-set batch size per device for the max-steps "
+            "(the retain batch size is per_device_train_batch_size)."
+        },
     )
     rewind: bool = field(
         default=False,

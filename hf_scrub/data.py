@@ -61,7 +61,8 @@ def check_label_range(dataset: Any, num_labels: int, name: str) -> None:
         )
     if labels.min() < 0 or labels.max() >= num_labels:
         raise ValueError(
-            f"The {name} set has labels in [{labels.min()}, {labels.max()}] but the model has num_labels={num_labels}. "
+            f"The {name} set has labels in [{labels.min()}, {labels.max()}] "
+            f"but the model has num_labels={num_labels}. "
             "Use the model that was fine-tuned on this dataset (same label set), or fix the label column."
         )
 
@@ -158,9 +159,7 @@ def resolve_classes(classes: Iterable[int | str], names: list[str] | None, prese
     return sorted(set(resolved))
 
 
-def _split_off_test(
-    train: Dataset, label_column: str, test_size: float, seed: int
-) -> tuple[Dataset, Dataset]:
+def _split_off_test(train: Dataset, label_column: str, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1) to hold out a test split, got {test_size}.")
     stratify = label_column if isinstance(train.features.get(label_column), ClassLabel) else None

@@ -87,7 +87,8 @@ def _phase_steps(
         padding = tuple(ScheduledExample(phase, int(row), 0.0) for row in step_rows[:2])
         parts += [padding] * (slots - num_parts)
         micro_batches = tuple(
-            tuple(parts[j * num_processes + p] for p in range(num_processes)) for j in range(gradient_accumulation_steps)
+            tuple(parts[j * num_processes + p] for p in range(num_processes))
+            for j in range(gradient_accumulation_steps)
         )
         steps.append(OptimizerStep(epoch, phase, micro_batches))
     return steps
@@ -125,7 +126,9 @@ def build_schedule(
                 epoch, Phase.FORGET, order, forget_batch_size, gradient_accumulation_steps, num_processes
             )
         order = np.random.default_rng([seed, epoch, Phase.RETAIN]).permutation(num_retain)[:retain_per_epoch]
-        steps += _phase_steps(epoch, Phase.RETAIN, order, retain_batch_size, gradient_accumulation_steps, num_processes)
+        steps += _phase_steps(
+            epoch, Phase.RETAIN, order, retain_batch_size, gradient_accumulation_steps, num_processes
+        )
     return steps
 
 

@@ -141,7 +141,7 @@ class ScrubTrainer(Trainer):
     # ---- schedule -------------------------------------------------------------------------------------------
 
     def get_train_dataloader(self) -> DataLoader:
-        """The whole SCRUB schedule as one dataloader of phase-tagged micro-batches, prepared (sharded) by accelerate."""
+        """The whole SCRUB schedule as one dataloader of phase-tagged micro-batches, sharded by accelerate."""
         args: ScrubConfig = self.args
         forget_dataset = self._drop_unused_columns(self.forget_dataset, "forget")
         retain_dataset = self._drop_unused_columns(self.train_dataset, "retain")
