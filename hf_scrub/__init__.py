@@ -1,3 +1,28 @@
-"""hf_scrub: machine unlearning with SCRUB for Hugging Face models."""
+"""hf_scrub: machine unlearning with SCRUB (Kurmanji et al., NeurIPS 2023) for Hugging Face models.
+
+- `ScrubConfig` (a `transformers.TrainingArguments`) and `ScrubTrainer` (a `transformers.Trainer`): the algorithm.
+- `make_unlearning_splits`: forget / retain / test / forget-validation splits from `datasets`.
+- `evaluate_model` and `hf_scrub.metrics` (`load_metric`): the unlearning metrics.
+"""
 
 __version__ = "0.1.0"
+
+from .config import PRESETS, ScrubConfig
+from .data import UnlearningSplits, make_unlearning_splits
+from .evaluation import evaluate_model
+from .losses import forget_loss, kd_distance, retain_loss
+from .metrics import load_metric
+from .trainer import ScrubTrainer
+
+__all__ = [
+    "PRESETS",
+    "ScrubConfig",
+    "ScrubTrainer",
+    "UnlearningSplits",
+    "evaluate_model",
+    "forget_loss",
+    "kd_distance",
+    "load_metric",
+    "make_unlearning_splits",
+    "retain_loss",
+]

@@ -94,6 +94,17 @@ def _phase_steps(
     return steps
 
 
+def shuffled_rows(num_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of one pass: the permutation the Trainer's own seeded sampler draws for that epoch.
+
+    accelerate's `SeedableRandomSampler` draws ``torch.randperm(n)`` from a generator seeded with
+    ``seed + epoch_index``; using the same draw makes a SCRUB run without max-steps and with ``alpha = 0`` visit
+    the retain set exactly as plain `Trainer` fine-tuning would, which is how that equivalence is tested.
+    """
+    generator = torch.Generator().manual_seed(seed + epoch - 1)
+    return torch.randperm(num_rows, generator=generator).numpy()
+
+
 def build_schedule(
     num_forget: int,
     num_retain: int,
@@ -107,7 +118,7 @@ def build_schedule(
     retain_fraction: float = 1.0,
     seed: int = 0,
 ) -> list[OptimizerStep]:
-    """The whole SCRUB run as optimizer steps, in order. Shuffling is seeded per (seed, epoch, phase).
+    """The whole SCRUB run as optimizer steps, in order; each pass is shuffled by `shuffled_rows`.
 
     The result does not depend on ``num_processes`` or ``gradient_accumulation_steps`` beyond how each step is cut
     into micro-batches: the same examples form the same optimizer steps, which is what makes a multi-process or
@@ -121,11 +132,11 @@ def build_schedule(
     steps: list[OptimizerStep] = []
     for epoch in range(1, num_epochs + 1):
         if epoch <= forget_epochs:
-            order = np.random.default_rng([seed, epoch, Phase.FORGET]).permutation(num_forget)
+            order = shuffled_rows(num_forget, seed, epoch)
             steps += _phase_steps(
                 epoch, Phase.FORGET, order, forget_batch_size, gradient_accumulation_steps, num_processes
             )
-        order = np.random.default_rng([seed, epoch, Phase.RETAIN]).permutation(num_retain)[:retain_per_epoch]
+        order = shuffled_rows(num_retain, seed, epoch)[:retain_per_epoch]
         steps += _phase_steps(
             epoch, Phase.RETAIN, order, retain_batch_size, gradient_accumulation_steps, num_processes
         )

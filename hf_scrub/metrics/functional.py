@@ -118,7 +118,9 @@ def unlearning_accuracy(
         raise ValueError("No examples were given: pass at least one prediction, reference and split name.")
     unknown = sorted(set(split_array.tolist()) - set(SPLIT_NAMES))
     if unknown:
-        raise ValueError(f"Unknown split name(s) {unknown}; every entry of `splits` must be one of {list(SPLIT_NAMES)}.")
+        raise ValueError(
+            f"Unknown split name(s) {unknown}; every entry of `splits` must be one of {list(SPLIT_NAMES)}."
+        )
 
     results: dict[str, float] = {}
     for split in SPLIT_NAMES:

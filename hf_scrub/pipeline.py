@@ -1,0 +1,262 @@
+"""The end-to-end unlearning job behind `scripts/scrub.py`: load, split, check, unlearn, evaluate, save.
+
+Order matters for "bad input gets a clear error before any expensive work": the dataset and the forget request are
+checked first, then the model's head against the labels, then the output folder, and only then is anything trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import set_seed
+
+from . import __version__
+from .config import ScrubConfig
+from .data import UnlearningSplits, make_unlearning_splits, require_columns
+from .evaluation import evaluate_model
+from .tasks import (
+    IMAGE_CLASSIFICATION,
+    check_model_matches_labels,
+    data_collator_for,
+    infer_task,
+    load_model_and_processor,
+    prepare_dataset,
+)
+from .trainer import ScrubTrainer
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "unlearning_results.json"
+
+
+@dataclass
+class ScriptArguments:
+    """What to unlearn from which model. Training hyperparameters live in `ScrubConfig`."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "The original model: a Hub model id or a local folder (never written to)."}
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A Hub dataset id, a folder saved with `save_to_disk`, or a data file (.csv, .json, .jsonl, "
+            ".parquet) or a folder of them."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    task: str | None = field(
+        default=None,
+        metadata={"help": "image-classification or text-classification; inferred from the columns when omitted."},
+    )
+    image_column: str = field(default="image", metadata={"help": "Column with the images (image tasks)."})
+    text_column: str = field(default="text", metadata={"help": "Column with the text (text tasks)."})
+    label_column: str = field(default="label", metadata={"help": "Column with the integer class labels."})
+    id_column: str | None = field(
+        default=None, metadata={"help": "Column with example ids; --forget_indices_file then lists ids."}
+    )
+    forget_classes: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Classes to forget, by id or name. Alone: class unlearning; with num_forget_examples: "
+            "that many random examples within these classes."
+        },
+    )
+    num_forget_examples: int | None = field(
+        default=None, metadata={"help": "Forget this many random examples (seeded by --seed): selective unlearning."}
+    )
+    forget_indices_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A JSON list or a text file (one per line) of training-row indices, or ids with --id_column."
+        },
+    )
+    forget_column: str | None = field(default=None, metadata={"help": "A boolean column; True rows are forgotten."})
+    train_split: str = field(default="train", metadata={"help": "The split the model was trained on."})
+    test_split: str | None = field(
+        default="test", metadata={"help": "Held-out split; when absent, --test_size of train is held out."}
+    )
+    test_size: float = field(default=0.2, metadata={"help": "Fraction of train held out when there is no test split."})
+    max_length: int | None = field(default=128, metadata={"help": "Maximum tokens per text example."})
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "A named SCRUB preset (selective, class, small); explicit arguments override it."},
+    )
+
+
+def load_any_dataset(name: str, config_name: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
+    """A `save_to_disk` folder, local data files, or a Hub dataset id, in that order of preference."""
+    path = Path(name)
+    if path.is_dir() and any((path / marker).exists() for marker in ("dataset_dict.json", "dataset_info.json")):
+        return datasets.load_from_disk(str(path))
+    suffixes = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+    if path.is_file() and path.suffix in suffixes:
+        return datasets.load_dataset(suffixes[path.suffix], data_files=str(path))
+    return datasets.load_dataset(name, config_name)
+
+
+def check_output_dir(output_dir: str, model_name_or_path: str) -> None:
+    """The input model folder is never written to: refuse an output folder that is it or lies inside it."""
+    model_dir = Path(model_name_or_path)
+    if model_dir.is_dir():
+        out, src = Path(output_dir).resolve(), model_dir.resolve()
+        if out == src or src in out.parents:
+            raise ValueError(
+                f"output_dir {output_dir!r} is the input model folder or inside it; the original model is never "
+                "modified. Choose another --output_dir."
+            )
+
+
+def write_outputs(trainer: ScrubTrainer, processor: Any, results: dict[str, Any], output_dir: str) -> None:
+    """Write model, processor and results completely or not at all.
+
+    Everything is first written to a staging folder inside `output_dir`, then moved into place file by file with
+    `os.replace`, `unlearning_results.json` last: its presence means the folder is complete. On failure the
+    staging folder is removed and whatever was in `output_dir` before is untouched.
+    """
+    staging = Path(output_dir) / f".staging-{os.getpid()}"
+    try:
+        trainer.save_model(str(staging))  # collective under FSDP/DeepSpeed: every process calls it
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(str(staging))
+            (staging / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+            for item in sorted(staging.iterdir(), key=lambda p: p.name == RESULTS_FILE):
+                target = Path(output_dir) / item.name
+                if target.is_dir() and item.is_dir():
+                    shutil.rmtree(target)
+                os.replace(item, target)
+    finally:
+        if trainer.is_world_process_zero():
+            shutil.rmtree(staging, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
+
+
+def format_table(reports: dict[str, dict[str, float]]) -> str:
+    """A before/after table: one row per metric, one column per model."""
+    columns = list(reports)
+    metrics = [m for m in dict.fromkeys(k for r in reports.values() for k in r)]
+    width = max(len(m) for m in metrics) + 2
+    lines = [f"{'metric':<{width}}" + "".join(f"{c:>12}" for c in columns)]
+    for metric in metrics:
+        cells = []
+        for column in columns:
+            value = reports[column].get(metric)
+            cells.append(
+                f"{'-':>12}" if value is None else f"{value:>12.2f}" if metric.startswith("mia") else f"{value:>12.4f}"
+            )
+        lines.append(f"{metric:<{width}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSplits, str]:
+    if not script_args.dataset_name:
+        raise ValueError("--dataset_name is required (a Hub id, a save_to_disk folder or a data file).")
+    dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config_name)
+    reference = dataset
+    if isinstance(dataset, datasets.DatasetDict):
+        name = next((n for n in (script_args.train_split, "retain") if n in dataset), next(iter(dataset)))
+        reference = dataset[name]
+    task = script_args.task or infer_task(reference, script_args.image_column, script_args.text_column)
+    data_column = script_args.image_column if task == IMAGE_CLASSIFICATION else script_args.text_column
+    require_columns(reference, {"image_column" if task == IMAGE_CLASSIFICATION else "text_column": data_column})
+    splits = make_unlearning_splits(
+        dataset,
+        label_column=script_args.label_column,
+        forget_classes=script_args.forget_classes,
+        num_forget_examples=script_args.num_forget_examples,
+        forget_indices=script_args.forget_indices_file,
+        id_column=script_args.id_column,
+        forget_column=script_args.forget_column,
+        train_split=script_args.train_split,
+        test_split=script_args.test_split,
+        test_size=script_args.test_size,
+        seed=seed,
+    )
+    return splits, task
+
+
+def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[str, Any]:
+    """Unlearn, evaluate before/after, save to `config.output_dir`; returns the results written to JSON."""
+    if not script_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (a Hub model id or a local folder).")
+    check_output_dir(config.output_dir, script_args.model_name_or_path)
+    set_seed(config.seed)
+    splits, task = build_splits(script_args, config.seed)
+    model, processor = load_model_and_processor(script_args.model_name_or_path, task)
+    check_model_matches_labels(model, splits.forget, script_args.label_column)
+    if task == IMAGE_CLASSIFICATION and config.remove_unused_columns:
+        # The image transform needs the raw image column, which the Trainer would otherwise drop before it runs.
+        config.remove_unused_columns = False
+
+    def prepare(split: datasets.Dataset) -> datasets.Dataset:
+        return prepare_dataset(
+            split,
+            task,
+            processor,
+            image_column=script_args.image_column,
+            text_column=script_args.text_column,
+            label_column=script_args.label_column,
+            max_length=script_args.max_length,
+        )
+
+    eval_splits = {
+        "forget": prepare(splits.forget),
+        "retain": prepare(splits.retain),
+        "test": prepare(splits.test),
+        "forget_validation": prepare(splits.forget_validation),
+    }
+    trainer = ScrubTrainer(
+        model=model,
+        args=config,
+        forget_dataset=eval_splits["forget"],
+        retain_dataset=eval_splits["retain"],
+        data_collator=data_collator_for(task, processor),
+        processing_class=processor,
+    )
+    original = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
+    start = time.perf_counter()
+    trainer.train()
+    unlearning_seconds = time.perf_counter() - start
+    unlearned = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
+
+    results = {
+        "method": "scrub",
+        "task": task,
+        "model": script_args.model_name_or_path,
+        "forget": splits.describe(),
+        "original": original,
+        "unlearned": unlearned,
+        "unlearning_seconds": round(unlearning_seconds, 3),
+        "hyperparameters": {
+            key: getattr(config, key)
+            for key in (
+                "alpha",
+                "gamma",
+                "kd_temperature",
+                "forget_epochs",
+                "num_train_epochs",
+                "per_device_forget_batch_size",
+                "per_device_train_batch_size",
+                "learning_rate",
+                "optim",
+                "weight_decay",
+                "max_grad_norm",
+                "retain_fraction",
+                "seed",
+            )
+        }
+        | {"preset": script_args.preset},
+        "hf_scrub_version": __version__,
+    }
+    write_outputs(trainer, processor, results, config.output_dir)
+    if trainer.is_world_process_zero():
+        print(format_table({"original": original, "unlearned": unlearned}))
+        print(f"unlearning time: {unlearning_seconds:.1f} s; results in {Path(config.output_dir) / RESULTS_FILE}")
+    return results

@@ -1,0 +1,86 @@
+"""Shared fixtures: an offline, throw-away Hugging Face environment and tiny real models and datasets."""
+
+import os
+import tempfile
+
+# Before any HF import: no network, and a private cache so tests never touch (or depend on) the user's.
+_HF_HOME = tempfile.mkdtemp(prefix="hf_scrub_tests_hf_home_")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = _HF_HOME
+os.environ.setdefault("HF_SCRUB_CACHE", tempfile.mkdtemp(prefix="hf_scrub_tests_cache_"))
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["WANDB_DISABLED"] = "true"
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification, ResNetConfig, ResNetForImageClassification  # noqa: E402
+
+
+def tiny_resnet(num_labels: int = 3, seed: int = 0) -> ResNetForImageClassification:
+    """A ~3k-parameter ResNet (with BatchNorm) on 1x8x8 inputs."""
+    torch.manual_seed(seed)
+    config = ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=num_labels)
+    return ResNetForImageClassification(config)
+
+
+def tiny_bert(num_labels: int = 2, vocab_size: int = 64, seed: int = 0, dropout: float = 0.1):
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=num_labels,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    return BertForSequenceClassification(config)
+
+
+def pixel_dataset(n: int, seed: int, num_labels: int = 3) -> datasets.Dataset:
+    rng = np.random.default_rng(seed)
+    return datasets.Dataset.from_dict(
+        {"pixel_values": rng.normal(size=(n, 1, 8, 8)).astype("float32"), "labels": rng.integers(0, num_labels, n)}
+    ).with_format("torch")
+
+
+@pytest.fixture
+def pixel_splits():
+    """(forget, retain) tensors datasets for the tiny ResNet."""
+    return pixel_dataset(10, seed=1), pixel_dataset(30, seed=2)
+
+
+def token_dataset(n: int, seed: int, num_labels: int = 2, length: int = 8, vocab_size: int = 64) -> datasets.Dataset:
+    rng = np.random.default_rng(seed)
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": rng.integers(5, vocab_size, size=(n, length)),
+            "attention_mask": np.ones((n, length), dtype=np.int64),
+            "labels": rng.integers(0, num_labels, n),
+        }
+    ).with_format("torch")
+
+
+def scrub_config(tmp_path, **kwargs):
+    from hf_scrub import ScrubConfig
+
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        per_device_forget_batch_size=4,
+        per_device_train_batch_size=8,
+        num_train_epochs=3,
+        forget_epochs=2,
+        learning_rate=1e-3,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return ScrubConfig(**{**defaults, **kwargs})

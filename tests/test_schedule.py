@@ -1,0 +1,146 @@
+"""The SCRUB epoch schedule, counted step by step."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from hf_scrub.schedule import Phase, ScheduleBatchSampler, build_schedule, epoch_progress, shuffled_rows
+
+F, R = Phase.FORGET, Phase.RETAIN
+
+
+def phases(schedule):
+    return [(step.epoch, step.phase) for step in schedule]
+
+
+def test_order_and_counts_without_accumulation():
+    # forget: ceil(10/4) = 3 max-steps, retain: ceil(30/8) = 4 min-steps; epochs 1-2 start with max-steps.
+    schedule = build_schedule(10, 30, forget_batch_size=4, retain_batch_size=8, num_epochs=3, forget_epochs=2, seed=0)
+    assert phases(schedule) == ([(1, F)] * 3 + [(1, R)] * 4 + [(2, F)] * 3 + [(2, R)] * 4 + [(3, R)] * 4)
+    sizes = [len(step.micro_batches[0][0]) for step in schedule[:7]]
+    assert sizes == [4, 4, 2, 8, 8, 8, 6]
+
+
+def test_every_example_once_per_pass_and_reshuffled_each_epoch():
+    schedule = build_schedule(10, 30, forget_batch_size=4, retain_batch_size=8, num_epochs=3, forget_epochs=2)
+    for epoch in (1, 2, 3):
+        for phase, size in ((F, 10), (R, 30)):
+            rows = [
+                ex.row
+                for step in schedule
+                if step.epoch == epoch and step.phase == phase
+                for micro in step.micro_batches
+                for batch in micro
+                for ex in batch
+                if ex.weight > 0
+            ]
+            if phase == F and epoch == 3:
+                assert rows == []
+            else:
+                assert sorted(rows) == list(range(size))
+    first = [ex.row for ex in schedule[3].micro_batches[0][0]]
+    second = [ex.row for ex in schedule[10].micro_batches[0][0]]
+    assert first != second
+
+
+def test_pass_order_matches_trainer_seedable_sampler():
+    # accelerate's SeedableRandomSampler: torch.randperm from a generator seeded with seed + epoch index.
+    expected = torch.randperm(30, generator=torch.Generator().manual_seed(42 + 1)).tolist()
+    assert shuffled_rows(30, seed=42, epoch=2).tolist() == expected
+
+
+def test_gradient_accumulation_groups_micro_batches_into_phase_pure_steps():
+    # GA=2: a forget step holds 2 x 4 = 8 examples -> 2 steps; a retain step 2 x 8 = 16 -> 2 steps.
+    schedule = build_schedule(
+        10,
+        30,
+        forget_batch_size=4,
+        retain_batch_size=8,
+        num_epochs=3,
+        forget_epochs=2,
+        gradient_accumulation_steps=2,
+    )
+    assert phases(schedule) == [(1, F)] * 2 + [(1, R)] * 2 + [(2, F)] * 2 + [(2, R)] * 2 + [(3, R)] * 2
+    for step in schedule:
+        assert len(step.micro_batches) == 2
+        assert {ex.phase for micro in step.micro_batches for batch in micro for ex in batch} == {step.phase}
+    full, last = schedule[0], schedule[1]
+    assert [len(m[0]) for m in full.micro_batches] == [4, 4]
+    assert all(ex.weight == pytest.approx(1 / 8) for m in full.micro_batches for ex in m[0])
+    # The last forget step has 2 examples: one real micro-batch of 2 (weight 1/2) and one padding (weight 0).
+    assert [len(m[0]) for m in last.micro_batches] == [2, 2]
+    assert [ex.weight for ex in last.micro_batches[0][0]] == [0.5, 0.5]
+    assert [ex.weight for ex in last.micro_batches[1][0]] == [0.0, 0.0]
+    # Each step's weights sum to 1: the sum over micro-batches is the step's mean loss.
+    for step in schedule:
+        assert sum(ex.weight for m in step.micro_batches for b in m for ex in b) == pytest.approx(1.0)
+
+
+def test_processes_split_each_step_and_weights_average_to_the_step_mean():
+    one = build_schedule(
+        7,
+        20,
+        forget_batch_size=4,
+        retain_batch_size=6,
+        num_epochs=2,
+        forget_epochs=1,
+        gradient_accumulation_steps=1,
+        num_processes=1,
+    )
+    two = build_schedule(
+        7,
+        20,
+        forget_batch_size=2,
+        retain_batch_size=3,
+        num_epochs=2,
+        forget_epochs=1,
+        gradient_accumulation_steps=1,
+        num_processes=2,
+    )
+    assert phases(one) == phases(two)
+    for a, b in zip(one, two, strict=True):
+        rows_a = Counter(ex.row for m in a.micro_batches for batch in m for ex in batch if ex.weight > 0)
+        rows_b = Counter(ex.row for m in b.micro_batches for batch in m for ex in batch if ex.weight > 0)
+        assert rows_a == rows_b  # same examples in the same optimizer step
+        # DDP averages the per-process gradients: per-process weight sums average to 1.
+        per_process = [sum(ex.weight for ex in micro[p]) for micro in b.micro_batches for p in range(2)]
+        assert sum(per_process) / 2 == pytest.approx(1.0)
+
+
+def test_sampler_deals_batches_in_process_major_order_per_micro_step():
+    schedule = build_schedule(
+        8,
+        8,
+        forget_batch_size=1,
+        retain_batch_size=2,
+        num_epochs=1,
+        forget_epochs=1,
+        gradient_accumulation_steps=2,
+        num_processes=2,
+    )
+    sampler = ScheduleBatchSampler(schedule)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == sum(2 * 2 for _ in schedule)
+    first = schedule[0]
+    assert batches[:4] == [list(first.micro_batches[j][p]) for j in range(2) for p in range(2)]
+
+
+def test_retain_fraction_limits_each_pass():
+    schedule = build_schedule(
+        4, 100, forget_batch_size=4, retain_batch_size=10, num_epochs=2, forget_epochs=1, retain_fraction=0.25
+    )
+    assert phases(schedule) == [(1, F)] + [(1, R)] * 3 + [(2, R)] * 3
+    assert sum(step.num_examples for step in schedule if step.phase == R) == 2 * 25
+
+
+def test_epoch_progress():
+    schedule = build_schedule(4, 8, forget_batch_size=2, retain_batch_size=4, num_epochs=2, forget_epochs=1)
+    assert epoch_progress(schedule) == [0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+
+
+def test_empty_sets_are_refused():
+    with pytest.raises(ValueError, match="forget set is empty"):
+        build_schedule(0, 8, forget_batch_size=2, retain_batch_size=4, num_epochs=1, forget_epochs=1)
+    with pytest.raises(ValueError, match="retain set is empty"):
+        build_schedule(3, 0, forget_batch_size=2, retain_batch_size=4, num_epochs=1, forget_epochs=1)
