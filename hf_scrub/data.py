@@ -200,7 +200,7 @@ def make_unlearning_splits(
         name
         for name, value in (
             ("forget_classes/num_forget_examples", forget_classes or num_forget_examples),
-            ("forget_indices", forget_indices),
+            ("forget_indices", forget_indices is not None),
             ("forget_column", forget_column),
         )
         if value

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from datasets import ClassLabel, Dataset
 from transformers import (
     AutoImageProcessor,
@@ -74,20 +75,17 @@ def check_model_matches_labels(model: PreTrainedModel, dataset: Dataset, label_c
 def image_transform(
     processor: Any, image_column: str = "image", label_column: str = "label"
 ) -> Callable[[dict[str, list]], dict[str, Any]]:
-    """A `Dataset.with_transform` function: images -> `pixel_values` with the model's processor, labels -> `labels`."""
+    """A `Dataset.with_transform` function: images -> `pixel_values` with the model's processor, labels -> `labels`.
+
+    Images go to the processor as they are: it owns the channel handling (`do_convert_rgb`), resizing and
+    normalisation the model was trained with.
+    """
 
     def transform(batch: dict[str, list]) -> dict[str, Any]:
-        images = [image.convert("RGB") if _wants_rgb(processor, image) else image for image in batch[image_column]]
-        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": batch[label_column]}
+        pixel_values = processor(images=list(batch[image_column]), return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch[label_column], dtype=torch.long)}
 
     return transform
-
-
-def _wants_rgb(processor: Any, image: Any) -> bool:
-    # A processor normalising 3 channels needs RGB input; one with a single mean/std value keeps grayscale.
-    mean = getattr(processor, "image_mean", None)
-    return getattr(image, "mode", "RGB") != "RGB" and isinstance(mean, (list, tuple)) and len(mean) == 3
 
 
 def prepare_dataset(

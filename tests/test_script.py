@@ -1,0 +1,253 @@
+"""End to end through `scripts/scrub.py`: real models saved to disk, real datasets, real launches (issue 2, 9e)."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    ResNetConfig,
+    ResNetForImageClassification,
+    Trainer,
+    TrainingArguments,
+)
+
+from hf_scrub.offline import load_digits, load_rotten_tomatoes, minilm_model_path
+from hf_scrub.tasks import image_transform, prepare_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "scrub.py"
+
+
+def folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+            digest.update(str(path.stat().st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+def train_original(model, train, output_dir, collator=None, epochs=4, lr=3e-3):
+    args = TrainingArguments(
+        output_dir=str(output_dir / "trainer"),
+        use_cpu=True,
+        report_to="none",
+        seed=0,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=32,
+        learning_rate=lr,
+        save_strategy="no",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    Trainer(model=model, args=args, train_dataset=train, data_collator=collator).train()
+
+
+@pytest.fixture(scope="session")
+def digits_assets(tmp_path_factory):
+    """A tiny ResNet trained on sklearn's 8x8 digits, saved with its image processor, and the dataset on disk."""
+    from transformers import ViTImageProcessorPil
+
+    root = tmp_path_factory.mktemp("digits")
+    data = load_digits(seed=0)
+    data.save_to_disk(str(root / "data"))
+    processor = ViTImageProcessorPil(
+        do_resize=False,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        image_mean=[0.5],
+        image_std=[0.5],
+        do_convert_rgb=False,
+    )
+    torch.manual_seed(0)
+    names = data["train"].features["label"].names
+    model = ResNetForImageClassification(
+        ResNetConfig(
+            num_channels=1,
+            embedding_size=16,
+            hidden_sizes=[16, 32],
+            depths=[1, 1],
+            layer_type="basic",
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+    )
+    train_original(model, data["train"].with_transform(image_transform(processor)), root, epochs=6)
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    return root / "model", root / "data"
+
+
+@pytest.fixture(scope="session")
+def text_assets(tmp_path_factory):
+    """A one-layer BERT with the MiniLM tokenizer trained on Rotten Tomatoes snippets, saved, and the data on disk."""
+    root = tmp_path_factory.mktemp("text")
+    data = load_rotten_tomatoes(max_examples=600, seed=0)
+    data.save_to_disk(str(root / "data"))
+    tokenizer = AutoTokenizer.from_pretrained(minilm_model_path())
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=2,
+            id2label={0: "rotten", 1: "fresh"},
+            label2id={"rotten": 0, "fresh": 1},
+        )
+    )
+    from transformers import DataCollatorWithPadding
+
+    train = prepare_dataset(data["train"], "text-classification", tokenizer, max_length=64)
+    train_original(model, train, root, collator=DataCollatorWithPadding(tokenizer), epochs=3, lr=5e-3)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root / "model", root / "data"
+
+
+def run_script(args, cwd, launcher=(sys.executable,)):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [*launcher, str(SCRIPT), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+SCRUB_FLAGS = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no"]
+
+
+def check_results(output_dir: Path, task: str, forget_type: str, num_forget: int) -> dict:
+    results = json.loads((output_dir / "unlearning_results.json").read_text())
+    assert results["method"] == "scrub" and results["task"] == task
+    assert results["forget"]["type"] == forget_type and results["forget"]["num_examples"] == num_forget
+    for model in ("original", "unlearned"):
+        for key in ("forget_accuracy", "retain_accuracy", "test_accuracy"):
+            assert 0.0 <= results[model][key] <= 1.0
+        assert 0.0 <= results[model]["mia"] <= 100.0
+    assert results["unlearning_seconds"] > 0
+    assert (output_dir / "config.json").is_file() and (output_dir / "model.safetensors").is_file()
+    assert not list(output_dir.glob(".staging-*"))
+    return results
+
+
+def test_image_class_unlearning_through_accelerate_launch(digits_assets, tmp_path):
+    model_dir, data_dir = digits_assets
+    before = folder_digest(model_dir)
+    output_dir = tmp_path / "out"
+    result = run_script(
+        [
+            "--model_name_or_path",
+            model_dir,
+            "--dataset_name",
+            data_dir,
+            "--forget_classes",
+            "3",
+            "--output_dir",
+            output_dir,
+            "--preset",
+            "class",
+            "--per_device_forget_batch_size",
+            "32",
+            "--per_device_train_batch_size",
+            "64",
+            "--learning_rate",
+            "0.01",
+            "--num_train_epochs",
+            "3",
+            *SCRUB_FLAGS,
+        ],
+        cwd=tmp_path,
+        launcher=("accelerate", "launch", "--num_processes", "1", "--cpu"),
+    )
+    results = check_results(output_dir, "image-classification", "class", 146)
+    original, unlearned = results["original"], results["unlearned"]
+    assert results["forget"]["classes"] == [3] and results["forget"]["class_names"] == ["3"]
+    assert original["forget_accuracy"] > 0.8 and unlearned["forget_accuracy"] < original["forget_accuracy"] - 0.3
+    for model in (original, unlearned):
+        assert {"test_forget_classes_accuracy", "test_retain_classes_accuracy"} <= set(model)
+    assert results["hyperparameters"]["preset"] == "class" and results["hyperparameters"]["gamma"] == 0.99
+    assert "test_retain_classes_accuracy" in result.stdout and "unlearned" in result.stdout  # the printed table
+    assert (output_dir / "preprocessor_config.json").is_file()
+    assert folder_digest(model_dir) == before  # the input model folder is never written to
+
+
+def test_text_selective_unlearning_from_a_yaml_file(text_assets, tmp_path):
+    model_dir, data_dir = text_assets
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model_name_or_path: {model_dir}\ndataset_name: {data_dir}\nnum_forget_examples: 20\n"
+        f"output_dir: {tmp_path / 'out'}\nnum_train_epochs: 2\nforget_epochs: 1\nper_device_forget_batch_size: 8\n"
+        "per_device_train_batch_size: 32\nlearning_rate: 0.001\nreport_to: none\nuse_cpu: true\nsave_strategy: 'no'\n"
+        "disable_tqdm: true\nmax_length: 64\n"
+    )
+    run_script([config], cwd=tmp_path)
+    results = check_results(tmp_path / "out", "text-classification", "selective", 20)
+    assert "test_forget_classes_accuracy" not in results["original"]
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_output_dir_inside_the_model_folder_is_refused(digits_assets, tmp_path):
+    model_dir, data_dir = digits_assets
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model_name_or_path",
+            str(model_dir),
+            "--dataset_name",
+            str(data_dir),
+            "--forget_classes",
+            "3",
+            "--output_dir",
+            str(model_dir / "unlearned"),
+            *SCRUB_FLAGS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0 and "is the input model folder or inside it" in result.stderr
+    assert not (model_dir / "unlearned").exists()
+
+
+def test_num_labels_mismatch_is_refused_before_training(digits_assets, tmp_path):
+    model_dir, _ = digits_assets
+    data = load_digits(seed=0)
+    three_classes = data.filter(lambda row: row["label"] < 3).cast_column(
+        "label", datasets.ClassLabel(names=["0", "1", "2"])
+    )
+    three_classes.save_to_disk(str(tmp_path / "three"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model_name_or_path",
+            str(model_dir),
+            "--dataset_name",
+            str(tmp_path / "three"),
+            "--forget_classes",
+            "1",
+            "--output_dir",
+            str(tmp_path / "out"),
+            *SCRUB_FLAGS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "The model has num_labels=10 but the dataset's 'label' column has 3 classes" in result.stderr
+    assert not (tmp_path / "out").exists()
