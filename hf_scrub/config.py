@@ -115,6 +115,13 @@ class ScrubConfig(TrainingArguments):
             "the final model's error on held-out forget-distribution data (privacy-style selective unlearning)."
         },
     )
+    history_retain_examples: int = field(
+        default=1000,
+        metadata={
+            "help": "Size of the fixed random retain subset on which the per-epoch retain error is measured "
+            "(-1 = the whole retain set). The forget and forget-validation errors always use the whole sets."
+        },
+    )
     retain_fraction: float = field(
         default=1.0,
         metadata={
@@ -182,6 +189,8 @@ class ScrubConfig(TrainingArguments):
         for epoch in self.lr_decay_epochs or []:
             if not 1 <= epoch <= self.num_train_epochs:
                 raise ValueError(f"lr_decay_epochs entries must be in [1, num_train_epochs], got {epoch}.")
+        if self.history_retain_examples < -1:
+            raise ValueError(f"history_retain_examples must be -1 (all) or >= 0, got {self.history_retain_examples}.")
         if not 0 < self.lr_decay_factor <= 1:
             raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}.")
 

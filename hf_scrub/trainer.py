@@ -13,10 +13,14 @@ and resuming all go through the Trainer as for any fine-tuning, for max-steps ex
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -24,7 +28,9 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from .config import ScrubConfig
 from .data import check_disjoint, check_label_range
+from .evaluation import predict_splits
 from .losses import forget_loss, retain_loss
+from .rewind import choose_rewind_epoch
 from .schedule import (
     PHASE_KEY,
     WEIGHT_KEY,
@@ -45,14 +51,22 @@ _FORGET_KL, _FORGET_N, _RETAIN_KL, _RETAIN_CE, _RETAIN_N = range(5)
 
 
 class _ScrubEpochCallback(TrainerCallback):
-    """Keeps `state.epoch` in SCRUB epochs and fires epoch-strategy logging/eval/saving at SCRUB epoch ends.
+    """SCRUB epoch bookkeeping on top of the Trainer's single pass over the schedule.
 
-    The Trainer sees the whole run as a single epoch (see `ScrubTrainer.set_initial_training_values`), so its own
-    `on_epoch_end` fires once, at the very end; the earlier SCRUB epoch boundaries are signalled here.
+    The Trainer sees the whole run as one epoch (see `ScrubTrainer.set_initial_training_values`), so its own
+    `on_epoch_end` fires once, at the very end. This callback keeps `state.epoch` in SCRUB epochs, fires
+    epoch-strategy logging/evaluation/saving at the earlier SCRUB epoch ends, records the per-epoch errors
+    (epoch 0 = the original model) and, for SCRUB+R, rewinds at the end of training.
     """
 
     def __init__(self, trainer: ScrubTrainer) -> None:
         self.trainer = trainer
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self.trainer.scrub_history:  # a resumed run already has its earlier epochs in the log history
+            self.trainer.record_epoch(0)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -60,12 +74,22 @@ class _ScrubEpochCallback(TrainerCallback):
         schedule = self.trainer.schedule
         step = state.global_step  # optimizer steps done
         state.epoch = self.trainer.epoch_progress[step - 1]
-        ends_epoch = step < len(schedule) and schedule[step].epoch != schedule[step - 1].epoch
-        if ends_epoch:  # the final epoch end is the Trainer's own on_epoch_end
+        if step < len(schedule) and schedule[step].epoch == schedule[step - 1].epoch:
+            return control
+        should_log = control.should_log  # record_epoch logs, and logging resets the flag for this step's own log
+        self.trainer.record_epoch(schedule[step - 1].epoch)
+        control.should_log = should_log
+        if step < len(schedule):  # the final epoch end is the Trainer's own on_epoch_end
             control.should_log |= args.logging_strategy == IntervalStrategy.EPOCH
             control.should_evaluate |= args.eval_strategy == IntervalStrategy.EPOCH
             control.should_save |= args.save_strategy == SaveStrategy.EPOCH
         return control
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if args.rewind:
+            self.trainer.rewind()
 
 
 class ScrubTrainer(Trainer):
@@ -79,6 +103,8 @@ class ScrubTrainer(Trainer):
             It is also the Trainer's `train_dataset`.
         teacher_model: the frozen original model. `None` means a frozen copy of `model` as it is now, or, for a peft
             model with untrained adapters, the same model with its adapters disabled (no second copy).
+        forget_validation_dataset: held-out examples from the forget set's distribution (e.g. test examples of the
+            forgotten classes): its error is recorded every epoch, and SCRUB+R (`args.rewind`) needs it.
         eval_dataset, data_collator, processing_class, **kwargs: as for `transformers.Trainer`.
     """
 
@@ -93,6 +119,7 @@ class ScrubTrainer(Trainer):
         forget_dataset: Any,
         retain_dataset: Any,
         teacher_model: nn.Module | None = None,
+        forget_validation_dataset: Any = None,
         eval_dataset: Any = None,
         data_collator: Any = None,
         processing_class: Any = None,
@@ -112,6 +139,11 @@ class ScrubTrainer(Trainer):
             check_label_range(retain_dataset, num_labels, "retain")
         if args.check_forget_retain_overlap:
             check_disjoint(forget_dataset, retain_dataset)
+        if args.rewind and (forget_validation_dataset is None or len(forget_validation_dataset) == 0):
+            raise ValueError(
+                "rewind=True (SCRUB+R) needs a non-empty forget_validation_dataset: held-out examples from the forget "
+                "set's distribution, e.g. `make_unlearning_splits(...).forget_validation`."
+            )
 
         # Copy the original *before* the Trainer touches the model (device placement, wrapping, training).
         self.teacher = build_teacher(model, teacher_model)
@@ -121,6 +153,8 @@ class ScrubTrainer(Trainer):
                 "their class distributions, so the teacher must be the original model with the same head."
             )
         self.forget_dataset = forget_dataset
+        self.forget_validation_dataset = forget_validation_dataset
+        self.rewind_epoch: int | None = None
         super().__init__(
             model=model,
             args=args,
@@ -211,6 +245,76 @@ class ScrubTrainer(Trainer):
             scheduler.lr_lambdas = [lambda step, f=f: f(step) * decay(step) for f in scheduler.lr_lambdas]
             scheduler._scrub_decay = True
         return scheduler
+
+    # ---- per-epoch history and SCRUB+R ---------------------------------------------------------------------
+
+    @property
+    def scrub_history(self) -> list[dict[str, float]]:
+        """Per-epoch errors (epoch 0 = original model), kept in `state.log_history` so checkpoints carry them."""
+        by_epoch = {entry["scrub_epoch"]: entry for entry in self.state.log_history if "scrub_epoch" in entry}
+        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+    def _history_datasets(self) -> dict[str, Any]:
+        retain = self.train_dataset
+        size = self.args.history_retain_examples
+        if 0 <= size < len(retain):
+            rows = np.sort(np.random.default_rng(self.args.seed).choice(len(retain), size, replace=False))
+            retain = (
+                retain.select(rows)
+                if isinstance(retain, datasets.Dataset)
+                else torch.utils.data.Subset(retain, rows.tolist())
+            )
+        return {"forget": self.forget_dataset, "retain": retain, "forget_validation": self.forget_validation_dataset}
+
+    def record_epoch(self, epoch: int) -> None:
+        """Log the forget / retain / forget-validation error of the current model as SCRUB epoch `epoch`."""
+        if self.args.history_retain_examples == 0:
+            splits = {k: v for k, v in self._history_datasets().items() if k != "retain"}
+        else:
+            splits = self._history_datasets()
+        predictions = predict_splits(self, splits)
+        entry: dict[str, float] = {"scrub_epoch": epoch}
+        for name, split in predictions.items():
+            entry[f"{name}_error"] = float(np.mean(split.predictions != split.labels))
+        self.log(entry)
+        if self.args.rewind:
+            self._save_rewind_candidate(epoch)
+
+    @property
+    def _rewind_dir(self) -> Path:
+        return Path(self.args.output_dir) / "rewind"
+
+    def _candidate_state(self) -> dict[str, torch.Tensor]:
+        """What changes during unlearning: trainable parameters and buffers (BatchNorm statistics), on CPU."""
+        model = self.accelerator.unwrap_model(self.model)
+        state = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        state.update(dict(model.named_buffers()))
+        return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
+
+    def _save_rewind_candidate(self, epoch: int) -> None:
+        state = self._candidate_state()
+        if self.is_world_process_zero():
+            self._rewind_dir.mkdir(parents=True, exist_ok=True)
+            save_file(state, str(self._rewind_dir / f"epoch-{epoch}.safetensors"))
+        self.accelerator.wait_for_everyone()
+
+    def rewind(self) -> int:
+        """SCRUB+R: restore the epoch whose forget error is closest to the final forget-validation error."""
+        history = self.scrub_history
+        reference = history[-1]["forget_validation_error"]
+        chosen = choose_rewind_epoch([entry["forget_error"] for entry in history], reference)
+        self.rewind_epoch = history[chosen]["scrub_epoch"]
+        if chosen != len(history) - 1:
+            state = load_file(str(self._rewind_dir / f"epoch-{self.rewind_epoch}.safetensors"))
+            missing = set(state) - set(self.accelerator.unwrap_model(self.model).state_dict())
+            if missing:
+                raise RuntimeError(f"Rewind candidate does not match the model: unexpected keys {sorted(missing)[:5]}")
+            self.accelerator.unwrap_model(self.model).load_state_dict(state, strict=False)
+        self.log({"rewind_epoch": self.rewind_epoch, "rewind_reference_error": reference})
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            shutil.rmtree(self._rewind_dir, ignore_errors=True)
+        return self.rewind_epoch
 
     # ---- loss -----------------------------------------------------------------------------------------------
 

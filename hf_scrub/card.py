@@ -1,0 +1,654 @@
+"""Evaluation model card (+ training-curve plot) for an unlearned model, from `unlearning_results.json`.
+
+The Trainer's own `create_model_card` keeps only a fixed list of metric names in `model-index`, so the unlearning
+metrics (`forget_accuracy`, `mia`, ...) would vanish: the card is built with `huggingface_hub.ModelCard` /
+`ModelCardData(eval_results=[EvalResult(...)])` instead (DESIGN §7 "Cards").
+
+- `build_model_card(results)`: the card (YAML metadata with a `model-index`, Markdown body) as a `ModelCard`.
+- `plot_history(history, rewind_epoch, path)`: forget / retain / forget-validation error per epoch as a PNG.
+- `write_card(results, output_dir)`: both, written atomically into `output_dir` (`README.md` + the PNG).
+
+The card publishes aggregate numbers and the SHA-256 of the sorted forget ids, never the forgotten examples, never a
+local filesystem path in the metadata, and never a token-like string (those are redacted defensively).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+__all__ = ["PLOT_FILE", "build_model_card", "collect_library_versions", "plot_history", "write_card"]
+
+PLOT_FILE = "unlearning_history.png"
+CARD_FILE = "README.md"
+
+# Distributions listed under "Framework versions" (distribution name -> label shown in the card).
+LIBRARIES = {
+    "hf-scrub": "hf_scrub",
+    "transformers": "transformers",
+    "torch": "torch",
+    "datasets": "datasets",
+    "accelerate": "accelerate",
+    "peft": "peft",
+    "huggingface_hub": "huggingface_hub",
+}
+
+# Hugging Face user / org tokens and similar secrets: never written to a card.
+_TOKEN_RE = re.compile(r"\b(?:hf_|api_org_)[A-Za-z0-9]{8,}")
+_SECRET_KEY_RE = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+# "namespace/name" as on the Hub (a conservative check: single-segment legacy ids are treated as local names).
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+CITATION = """\
+@inproceedings{kurmanji2023towards,
+  title         = {Towards Unbounded Machine Unlearning},
+  author        = {Kurmanji, Meghdad and Triantafillou, Peter and Hayes, Jamie and Triantafillou, Eleni},
+  booktitle     = {Advances in Neural Information Processing Systems},
+  year          = {2023},
+  eprint        = {2302.09880},
+  archivePrefix = {arXiv}
+}"""
+
+_AUTO_CLASSES = {
+    "image-classification": ("AutoModelForImageClassification", "AutoImageProcessor", "processor"),
+    "text-classification": ("AutoModelForSequenceClassification", "AutoTokenizer", "tokenizer"),
+}
+
+_METHOD_NAMES = {"scrub": "SCRUB"}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Metric descriptions
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _Metric:
+    """How one metric is labelled, formatted and judged in the card."""
+
+    def __init__(
+        self,
+        label: str,
+        dataset_name: str,
+        split: str,
+        good_class: str,
+        good_selective: str | None = None,
+        percent_of_fraction: bool = True,
+    ):
+        self.label = label
+        self.dataset_name = dataset_name
+        self.split = split
+        self.good_class = good_class
+        self.good_selective = good_selective or good_class
+        self.percent_of_fraction = percent_of_fraction  # value is a fraction shown as %; else already a percentage
+
+
+_MIA_DATASET = "forget set vs. unseen test examples of its classes"
+
+METRICS: dict[str, _Metric] = {
+    "forget_accuracy": _Metric(
+        "Forget accuracy",
+        "forget set",
+        "forget",
+        "close to Retrain's (≈ 0 % when whole classes are forgotten)",
+        "close to Retrain's (about the accuracy on unseen data); 0 % would make the forget set stand out",
+    ),
+    "retain_accuracy": _Metric("Retain accuracy", "retain set", "retain", "high, close to Original's"),
+    "test_accuracy": _Metric(
+        "Test accuracy",
+        "test set",
+        "test",
+        "close to Retrain's (the forgotten classes no longer count as correct)",
+        "close to Retrain's and Original's",
+    ),
+    "forget_validation_accuracy": _Metric(
+        "Forget-validation accuracy",
+        "forget-validation set",
+        "forget_validation",
+        "close to Retrain's (≈ 0 % for forgotten classes)",
+        "close to Retrain's: held-out data like the forget set, never trained on",
+    ),
+    "test_forget_classes_accuracy": _Metric(
+        "Test accuracy, forgotten classes",
+        "test set (forgotten classes)",
+        "test",
+        "close to Retrain's (≈ 0 %)",
+        "close to Retrain's",
+    ),
+    "test_retain_classes_accuracy": _Metric(
+        "Test accuracy, other classes",
+        "test set (other classes)",
+        "test",
+        "close to Original's",
+    ),
+    "mia": _Metric(
+        "MIA attack accuracy",
+        _MIA_DATASET,
+        "forget",
+        "close to Retrain's",
+        "close to 50 % (the attacker cannot tell forget from unseen data), as Retrain",
+        percent_of_fraction=False,
+    ),
+    "mia_auc": _Metric(
+        "MIA attack AUC",
+        _MIA_DATASET,
+        "forget",
+        "close to Retrain's",
+        "close to 50 %, as Retrain",
+        percent_of_fraction=False,
+    ),
+}
+
+
+def _metric_info(name: str) -> _Metric:
+    if name in METRICS:
+        return METRICS[name]
+    fraction = name.endswith(("accuracy", "error"))
+    return _Metric(name.replace("_", " ").capitalize(), "evaluation", "evaluation", "close to Retrain's", None, fraction)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _format_gap(name: str, gap: float | None) -> str:
+    """A difference in percentage points (or raw units for metrics that are neither fractions nor percentages)."""
+    if gap is None:
+        return "–"
+    if _metric_info(name).percent_of_fraction:
+        return f"{100 * gap:.2f} pp"
+    return f"{gap:.2f} pp" if name in METRICS else f"{gap:.4g}"
+
+
+def _format_metric(name: str, value: Any) -> str:
+    if not _is_number(value):
+        return "–"
+    if _metric_info(name).percent_of_fraction:
+        return f"{100 * value:.2f} %"
+    if name in METRICS:  # already a percentage (mia, mia_auc)
+        return f"{value:.2f} %"
+    return f"{value:.4g}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Redaction and small helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def redact(obj: Any) -> Any:
+    """A copy of `obj` with token-like strings replaced and string values of secret-looking keys dropped."""
+    if isinstance(obj, str):
+        return _TOKEN_RE.sub(REDACTED, obj)
+    if isinstance(obj, Mapping):
+        return {
+            redact(str(key)) if isinstance(key, str) else key: redact(value)
+            for key, value in obj.items()
+            if not (isinstance(key, str) and _SECRET_KEY_RE.search(key) and isinstance(value, str))
+        }
+    if isinstance(obj, (list, tuple)):
+        return [redact(item) for item in obj]
+    return obj
+
+
+def looks_like_hub_id(name: Any) -> bool:
+    """True for `namespace/name` strings that are not an existing local path (a local path never goes to metadata)."""
+    if not isinstance(name, str) or not _HUB_ID_RE.match(name) or ".." in name or name.endswith(".git"):
+        return False
+    return not os.path.exists(name)
+
+
+def _code(text: Any) -> str:
+    """Inline code that survives backticks and table pipes."""
+    text = str(text).replace("|", "\\|").replace("\n", " ")
+    fence = "``" if "`" in text else "`"
+    return f"{fence}{text}{fence}"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(v) for v in value) or "–"
+    return str(value)
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def collect_library_versions() -> dict[str, str]:
+    """Installed versions of the libraries the card lists ("not installed" when missing)."""
+    versions = {}
+    for dist, label in LIBRARIES.items():
+        try:
+            versions[label] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[label] = "not installed"
+    return versions
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def plot_history(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None, path: str | Path) -> Path:
+    """Forget / retain / forget-validation error (%) per epoch as a PNG at `path`; epoch 0 is the original model.
+
+    `rewind_epoch` (SCRUB+R's choice) is marked with a vertical line and a label, and the rewind target (the final
+    model's forget-validation error) with a dotted horizontal line. Matplotlib's object API with the Agg canvas is used
+    (no pyplot, no display, no global backend switch); the PNG carries no software/date metadata, so the same input
+    gives the same bytes. Written atomically.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if not history:
+        raise ValueError("plot_history needs at least one epoch in `history`.")
+    rows = sorted(history, key=lambda row: row["epoch"])
+    epochs = [row["epoch"] for row in rows]
+    series = [
+        ("forget_error", "forget", "#d62728", "o", "-"),
+        ("retain_error", "retain", "#1f77b4", "s", "-"),
+        ("forget_validation_error", "forget-validation (held out)", "#2ca02c", "^", "--"),
+    ]
+
+    fig = Figure(figsize=(7.0, 4.2), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, label, color, marker, style in series:
+        points = [(row["epoch"], 100 * row[key]) for row in rows if _is_number(row.get(key))]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=label, color=color, marker=marker, linestyle=style, linewidth=2, markersize=6)
+
+    if rewind_epoch is not None:
+        reference = rows[-1].get("forget_validation_error")
+        if _is_number(reference):
+            ax.axhline(100 * reference, color="#2ca02c", linestyle=":", linewidth=1.2, label="rewind target")
+        ax.axvline(rewind_epoch, color="#555555", linestyle="-.", linewidth=1.5)
+        chosen = "original model" if rewind_epoch == 0 else f"epoch {rewind_epoch}"
+        ax.annotate(
+            f"SCRUB+R keeps {chosen}",
+            xy=(rewind_epoch, 0.5),
+            xycoords=("data", "axes fraction"),
+            xytext=(6, 0),
+            textcoords="offset points",
+            rotation=90,
+            va="center",
+            fontsize=10,
+            color="#333333",
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+        )
+
+    ax.set_xlabel("epoch (0 = original model)", fontsize=11)
+    ax.set_ylabel("error (%)", fontsize=11)
+    ax.set_title("SCRUB: error per epoch", fontsize=12)
+    ax.set_ylim(-3, 103)
+    ax.set_xlim(min(epochs) - 0.25, max(epochs) + 0.25)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+
+    path = Path(path)
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Card
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
+    task = results.get("task") or "unlearning"
+    dataset = results.get("dataset")
+    dataset_type = dataset if looks_like_hub_id(dataset) else "unlearning-splits"
+    evals = []
+    for name, value in (results.get("unlearned") or {}).items():
+        if not _is_number(value):
+            continue
+        info = _metric_info(name)
+        evals.append(
+            EvalResult(
+                task_type=task,
+                dataset_type=dataset_type,
+                dataset_name=info.dataset_name,
+                dataset_split=info.split,
+                metric_type=name,
+                metric_name=info.label,
+                metric_value=value,
+            )
+        )
+    return evals
+
+
+def _model_reference(model: Any) -> str:
+    if looks_like_hub_id(model):
+        return f"[`{model}`](https://huggingface.co/{model})"
+    if isinstance(model, str) and model:
+        # Only the folder name: the full local path (home directories, user names) is not published.
+        return f"a local model ({_code(Path(model.rstrip('/')).name or model)}, not on the Hub)"
+    return "an unnamed model"
+
+
+def _forgotten_phrase(forget: Mapping[str, Any]) -> str:
+    count = forget.get("num_examples")
+    count_text = f"{count} training examples" if _is_number(count) else "a set of training examples"
+    classes = forget.get("classes") or []
+    names = forget.get("class_names") or []
+    labels = [f"{c} ({n})" if n is not None and str(n) != str(c) else str(c) for c, n in zip(classes, names)]
+    labels += [str(c) for c in classes[len(names) :]]
+    which = ", ".join(labels)
+    if forget.get("type") == "class" and classes:
+        noun = "class" if len(classes) == 1 else "classes"
+        return f"{count_text}: the whole {noun} {which}"
+    if classes:
+        return f"{count_text} selected from class{'es' if len(classes) > 1 else ''} {which}"
+    return count_text
+
+
+def _summary(results: Mapping[str, Any], method: str) -> str:
+    forget = results.get("forget") or {}
+    original, unlearned = results.get("original") or {}, results.get("unlearned") or {}
+    retrain = results.get("retrain") or {}
+    text = (
+        f"This model is {_model_reference(results.get('model'))} after **machine unlearning** with {method} "
+        f"(Kurmanji et al., [*Towards Unbounded Machine Unlearning*](https://arxiv.org/abs/2302.09880), NeurIPS 2023) "
+        f"using `hf_scrub`: it was made to forget {_forgotten_phrase(forget)}, so that it "
+        f"behaves as if they had not been in its training data."
+    )
+    parts = []
+    for key in ("forget_accuracy", "retain_accuracy", "test_accuracy"):
+        if _is_number(original.get(key)) and _is_number(unlearned.get(key)):
+            part = f"{_metric_info(key).label.lower()} {_format_metric(key, original[key])} → "
+            part += _format_metric(key, unlearned[key])
+            if _is_number(retrain.get(key)):
+                part += f" (retrained from scratch: {_format_metric(key, retrain[key])})"
+            parts.append(part)
+    if parts:
+        text += " Original → unlearned: " + "; ".join(parts) + "."
+    return text
+
+
+def _metrics_table(results: Mapping[str, Any], selective: bool) -> str:
+    models = [("Original", results.get("original") or {}), ("Unlearned", results.get("unlearned") or {})]
+    retrain = results.get("retrain")
+    if retrain:
+        models.append(("Retrain", retrain))
+    names: list[str] = [name for name in METRICS if any(name in m for _, m in models)]
+    for _, model in models:
+        names += [n for n, v in model.items() if n not in names and _is_number(v)]
+
+    header = ["Metric", *(label for label, _ in models)]
+    if retrain:
+        header.append("\\|Unlearned − Retrain\\|")
+    header.append("Good unlearning")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 2) + [":---"]) + "|"]
+    for name in names:
+        info = _metric_info(name)
+        row = [f"{info.label} (`{name}`)", *(_format_metric(name, model.get(name)) for _, model in models)]
+        if retrain:
+            u, r = models[1][1].get(name), retrain.get(name)
+            gap = abs(u - r) if _is_number(u) and _is_number(r) else None
+            row.append(_format_gap(name, gap))
+        row.append(info.good_selective if selective else info.good_class)
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def _forget_section(forget: Mapping[str, Any]) -> str:
+    kind = forget.get("type")
+    kinds = {
+        "class": "whole classes",
+        "selective": "randomly selected examples",
+        "indices": "examples given by row position",
+        "ids": "examples given by id",
+        "column": "examples flagged by a boolean column",
+        "splits": "a ready-made forget split",
+    }
+    lines = [f"- **Type:** {_code(kind)} ({kinds[kind]})" if kind in kinds else f"- **Type:** {_code(kind)}"]
+    classes = forget.get("classes")
+    if classes:
+        names = forget.get("class_names") or [None] * len(classes)
+        shown = ", ".join(
+            f"{_code(c)} ({_code(n)})" if n is not None and str(n) != str(c) else _code(c)
+            for c, n in zip(classes, list(names) + [None] * len(classes))
+        )
+        lines.append(f"- **Classes:** {shown}")
+    counts = [
+        ("num_examples", "Forgotten examples"),
+        ("num_retain_examples", "Retain examples"),
+        ("num_test_examples", "Test examples"),
+        ("num_forget_validation_examples", "Forget-validation examples (held out, like the forget set)"),
+    ]
+    lines += [f"- **{label}:** {forget[key]}" for key, label in counts if key in forget]
+    digest = forget.get("forget_ids_sha256")
+    if digest:
+        lines.append(
+            f"- **SHA-256 of the sorted forget ids:** `{digest}` — check a deletion request against this model "
+            "without publishing the examples."
+        )
+    lines.append("")
+    lines.append("The forgotten examples themselves are not published with this model.")
+    return "\n".join(lines)
+
+
+def _run_section(results: Mapping[str, Any]) -> str:
+    out = []
+    hyper = results.get("hyperparameters") or {}
+    if hyper:
+        out += ["| Hyperparameter | Value |", "|:---|:---|"]
+        out += [f"| `{_cell(key)}` | {_cell(_format_value(value))} |" for key, value in hyper.items()]
+        out.append("")
+
+    seconds, retrain_seconds = results.get("unlearning_seconds"), results.get("retrain_seconds")
+    if _is_number(seconds):
+        line = f"**Wall time:** unlearning took {_format_seconds(seconds)}"
+        if _is_number(retrain_seconds) and retrain_seconds > 0:
+            ratio = seconds / retrain_seconds
+            line += f"; retraining from scratch without the forget set took {_format_seconds(retrain_seconds)}"
+            line += f", so unlearning cost {ratio:.2f}× the retraining time"
+            if seconds > 0:
+                line += f" ({retrain_seconds / seconds:.1f}× faster)"
+        out += [line + ".", ""]
+
+    rewind_epoch = results.get("rewind_epoch")
+    history = {row.get("epoch"): row for row in results.get("history") or []}
+    if rewind_epoch is not None:
+        line = f"**SCRUB+R (rewind):** the returned model is the one after **epoch {rewind_epoch}**"
+        if rewind_epoch == 0:
+            line += " — the original model itself (no epoch came closer to the rewind target)"
+        line += ": of all epochs, its forget error"
+        chosen, last = history.get(rewind_epoch), history.get(max(history)) if history else None
+        if chosen and _is_number(chosen.get("forget_error")):
+            line += f" ({100 * chosen['forget_error']:.2f} %)"
+        line += " is closest to the final model's error on held-out forget-distribution data"
+        if last and _is_number(last.get("forget_validation_error")):
+            line += f" ({100 * last['forget_validation_error']:.2f} %)"
+        out += [line + ".", ""]
+    elif hyper.get("rewind"):
+        out += ["**SCRUB+R (rewind):** enabled, but no epoch was recorded as chosen.", ""]
+
+    relearn = results.get("relearn_time")
+    if isinstance(relearn, Mapping) and relearn:
+        details = ", ".join(f"{_cell(k)}: {_cell(_format_value(v))}" for k, v in relearn.items() if k != "epochs")
+        epochs = relearn.get("epochs")
+        line = "**Relearn time:** "
+        line += f"{epochs} fine-tuning epoch(s) to bring the forget loss back to the original model's level"
+        line += f" ({details})" if details else ""
+        out += [line + " — the more, the deeper the forgetting.", ""]
+    return "\n".join(out).strip()
+
+
+def _history_section(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None, plot_file: str) -> str:
+    has_fv = any(_is_number(row.get("forget_validation_error")) for row in history)
+    lines = [
+        f"![Forget, retain and forget-validation error per SCRUB epoch; epoch 0 is the original model]({plot_file})",
+        "",
+        "<details><summary>Errors per epoch (epoch 0 = original model)</summary>",
+        "",
+        "| Epoch | Forget error | Retain error |" + (" Forget-validation error |" if has_fv else ""),
+        "|---:|---:|---:|" + ("---:|" if has_fv else ""),
+    ]
+    for row in sorted(history, key=lambda r: r["epoch"]):
+        cells = [str(row["epoch"]) + (" (SCRUB+R)" if row["epoch"] == rewind_epoch else "")]
+        keys = ["forget_error", "retain_error"] + (["forget_validation_error"] if has_fv else [])
+        cells += [f"{100 * row[k]:.2f} %" if _is_number(row.get(k)) else "–" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "</details>"]
+    return "\n".join(lines)
+
+
+def _usage_section(task: str | None, repo_id: str | None) -> str:
+    model_cls, proc_cls, proc_var = _AUTO_CLASSES.get(task or "", ("AutoModel", "AutoProcessor", "processor"))
+    where = repo_id or "path/to/this/folder"
+    return "\n".join(
+        [
+            "```python",
+            f"from transformers import {proc_cls}, {model_cls}",
+            "",
+            f'model = {model_cls}.from_pretrained("{where}")',
+            f'{proc_var} = {proc_cls}.from_pretrained("{where}")',
+            "```",
+            "",
+            "`unlearning_results.json` next to the weights holds every number on this card.",
+        ]
+    )
+
+
+def build_model_card(
+    results: Mapping[str, Any],
+    *,
+    repo_id: str | None = None,
+    plot_file: str = PLOT_FILE,
+    library_versions: Mapping[str, str] | None = None,
+) -> ModelCard:
+    """The evaluation card of an unlearning run (`unlearning_results.json` as a dict) as a `ModelCard`.
+
+    Metadata: `base_model` (only when `results["model"]` looks like a Hub id, never a local path),
+    `library_name="transformers"`, tags, and a `model-index` with one `EvalResult` per metric of the unlearned model,
+    custom metric types kept (`forget_accuracy`, `mia`, ...; values as in the results: fractions, MIA in %).
+    The body links `plot_file` (relative) when `results` has a `history`; `write_card` writes that plot.
+    """
+    if Path(plot_file).is_absolute() or ".." in Path(plot_file).parts:
+        raise ValueError(f"plot_file must be a relative path inside the output folder, got {plot_file!r}.")
+    results = redact(dict(results))
+    task = results.get("task")
+    forget = results.get("forget") or {}
+    hyper = results.get("hyperparameters") or {}
+    selective = forget.get("type") != "class"
+    method = _METHOD_NAMES.get(str(results.get("method", "scrub")).lower(), str(results.get("method")))
+    if results.get("rewind_epoch") is not None or hyper.get("rewind"):
+        method += "+R"
+
+    base_model = results.get("model") if looks_like_hub_id(results.get("model")) else None
+    model_name = repo_id.split("/")[-1] if repo_id else None
+    if not model_name:
+        base_name = Path(str(results.get("model") or "model").rstrip("/")).name or "model"
+        model_name = f"{base_name}-{method.lower().replace('+', '')}-unlearned"
+    tags = ["machine-unlearning", "scrub", "hf-scrub"] + (["scrub-r"] if method.endswith("+R") else [])
+    tags += [task] if task else []
+    dataset = results.get("dataset")
+    card_data = ModelCardData(
+        base_model=base_model,
+        library_name="transformers",
+        pipeline_tag=task if task in _AUTO_CLASSES else None,
+        tags=tags,
+        datasets=[dataset] if looks_like_hub_id(dataset) else None,
+        model_name=model_name,
+        eval_results=_eval_results(results) or None,
+    )
+
+    versions = dict(library_versions) if library_versions is not None else collect_library_versions()
+    if results.get("hf_scrub_version") and library_versions is None:
+        versions["hf_scrub"] = str(results["hf_scrub_version"])  # the version that ran the unlearning
+
+    sections = [
+        f"# {model_name}",
+        _summary(results, method),
+        "## Evaluation",
+        "Accuracies in %. **MIA**: the paper's loss-based membership-inference attack, telling forget examples from "
+        "unseen test examples of the same classes (cross-validated accuracy and AUC, %; 50 % = it cannot tell them "
+        "apart). **Retrain** (when present) is a model trained from scratch without the forget set: the gold standard "
+        "the unlearned model should match.",
+        _metrics_table(results, selective),
+        "## What was forgotten",
+        _forget_section(forget),
+        "## Unlearning run",
+        f"Method: {method} with a frozen copy of the original model as teacher. Original model: "
+        f"{_model_reference(results.get('model'))}.",
+        _run_section(results),
+    ]
+    history = results.get("history")
+    if history:
+        sections += ["## Training curves", _history_section(history, results.get("rewind_epoch"), plot_file)]
+    sections += [
+        "## How to use",
+        _usage_section(task, repo_id),
+        "## Framework versions",
+        "\n".join(f"- {name}: {version}" for name, version in versions.items()),
+        "## Citation",
+        "```bibtex\n" + CITATION + "\n```",
+    ]
+    body = "\n\n".join(s for s in sections if s) + "\n"
+    content = f"---\n{card_data.to_yaml()}\n---\n\n{body}"
+    return ModelCard(_TOKEN_RE.sub(REDACTED, content))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """Call `write(tmp_path)` for a temporary file next to `path`, then move it into place (os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_card(results: Mapping[str, Any], output_dir: str | Path, **kwargs: Any) -> Path:
+    """Write `output_dir/README.md` (and the history plot when `results` has a `history`); return the README path.
+
+    `kwargs` go to `build_model_card` (`repo_id`, `plot_file`, `library_versions`). Each file is written atomically.
+    """
+    output_dir = Path(output_dir)
+    plot_file = kwargs.get("plot_file", PLOT_FILE)
+    card = build_model_card(results, **kwargs)
+    if results.get("history"):
+        plot_history(results["history"], results.get("rewind_epoch"), output_dir / plot_file)
+    readme = output_dir / CARD_FILE
+    text = str(card)
+    _atomic_write(readme, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return readme

@@ -1,0 +1,116 @@
+"""SCRUB+R and the per-epoch history (issue 3, deliverable 4)."""
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import pixel_dataset, scrub_config, tiny_resnet
+from transformers import TrainerCallback
+
+from hf_scrub import ScrubTrainer
+from hf_scrub.rewind import choose_rewind_epoch
+
+
+def test_choose_rewind_epoch_on_constructed_histories():
+    # Reference 0.10: the original model (epoch 0, error 0.1) is the best candidate.
+    assert choose_rewind_epoch([0.1, 0.6, 0.9], 0.1) == 0
+    # Ties go to the earliest epoch (0.3 and 0.5 are both 0.1 away from 0.4; float rounding must not break it).
+    assert choose_rewind_epoch([0.0, 0.3, 0.5, 1.0], 0.4) == 1
+    assert choose_rewind_epoch([0.1, 0.7, 0.3], 0.2) == 0
+    # The last epoch wins when it is closest.
+    assert choose_rewind_epoch([0.0, 0.2, 0.45], 0.5) == 2
+    with pytest.raises(ValueError, match="at least epoch 0"):
+        choose_rewind_epoch([], 0.5)
+
+
+class Snapshots(TrainerCallback):
+    """Keeps a copy of the student's weights at the end of every SCRUB epoch (and before training)."""
+
+    def __init__(self):
+        self.by_epoch = {}
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        if logs and "scrub_epoch" in logs:
+            self.by_epoch[logs["scrub_epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def accuracy_error(model, dataset):
+    rows = dataset[:]
+    model.eval()
+    with torch.no_grad():
+        logits = model(pixel_values=rows["pixel_values"]).logits
+    return float((logits.argmax(-1) != rows["labels"]).float().mean())
+
+
+def build(tmp_path, rewind, forget_validation):
+    snapshots = Snapshots()
+    trainer = ScrubTrainer(
+        model=tiny_resnet(),
+        args=scrub_config(tmp_path, rewind=rewind, learning_rate=0.05, num_train_epochs=4),
+        forget_dataset=pixel_dataset(10, 1),
+        retain_dataset=pixel_dataset(30, 2),
+        forget_validation_dataset=forget_validation,
+        callbacks=[snapshots],
+    )
+    return trainer, snapshots
+
+
+def test_history_records_every_epoch_from_the_original_model(tmp_path):
+    forget_validation = pixel_dataset(12, 3)
+    trainer, snapshots = build(tmp_path, rewind=False, forget_validation=forget_validation)
+    original_error = accuracy_error(tiny_resnet(), trainer.forget_dataset)
+    trainer.train()
+    history = trainer.scrub_history
+    assert [entry["scrub_epoch"] for entry in history] == [0, 1, 2, 3, 4]
+    assert history[0]["forget_error"] == pytest.approx(original_error)
+    assert history[-1]["forget_error"] == pytest.approx(accuracy_error(trainer.model, trainer.forget_dataset))
+    assert history[-1]["forget_validation_error"] == pytest.approx(accuracy_error(trainer.model, forget_validation))
+    assert history[-1]["retain_error"] == pytest.approx(accuracy_error(trainer.model, trainer.train_dataset))
+    assert trainer.rewind_epoch is None
+    assert not (tmp_path / "out" / "rewind").exists()
+
+
+def test_rewind_restores_the_chosen_epoch(tmp_path):
+    # A first run (identical training: recording and rewinding consume no randomness) gives the per-epoch forget
+    # errors and the final model. The forget-validation set is then built so that the final model errs on exactly
+    # the share of it that an earlier epoch erred on the forget set: SCRUB+R must go back to that epoch.
+    first, _ = build(tmp_path / "first", rewind=False, forget_validation=pixel_dataset(10, 1))
+    first.train()
+    errors = [entry["forget_error"] for entry in first.scrub_history]
+    target = next(epoch for epoch in range(4) if errors[epoch] != errors[4])
+    rows = pixel_dataset(10, 5)[:]
+    with torch.no_grad():
+        predicted = first.model.eval()(pixel_values=rows["pixel_values"]).logits.argmax(-1)
+    wrong = round(errors[target] * 10)
+    labels = torch.where(torch.arange(10) < wrong, (predicted + 1) % 3, predicted)
+    forget_validation = datasets.Dataset.from_dict(
+        {"pixel_values": rows["pixel_values"].numpy(), "labels": labels.numpy()}
+    ).with_format("torch")
+
+    trainer, snapshots = build(tmp_path / "second", rewind=True, forget_validation=forget_validation)
+    trainer.train()
+    history = trainer.scrub_history
+    assert [e["forget_error"] for e in history] == errors
+    assert history[-1]["forget_validation_error"] == pytest.approx(errors[target])
+    expected = choose_rewind_epoch(errors, errors[target])
+    assert trainer.rewind_epoch == expected and expected != 4  # a real rewind, not the final model
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, snapshots.by_epoch[expected][name]), name
+    assert trainer.state.log_history[-1]["rewind_epoch"] == expected
+    assert not (tmp_path / "second" / "out" / "rewind").exists()  # candidates are removed once the choice is made
+
+
+def test_rewind_needs_a_forget_validation_set(tmp_path):
+    with pytest.raises(ValueError, match="rewind=True \\(SCRUB\\+R\\) needs a non-empty forget_validation_dataset"):
+        build(tmp_path, rewind=True, forget_validation=None)
+
+
+def test_history_retain_subset_is_fixed_and_sized(tmp_path):
+    trainer = ScrubTrainer(
+        model=tiny_resnet(),
+        args=scrub_config(tmp_path, history_retain_examples=7),
+        forget_dataset=pixel_dataset(10, 1),
+        retain_dataset=pixel_dataset(30, 2),
+    )
+    first, second = trainer._history_datasets()["retain"], trainer._history_datasets()["retain"]
+    assert len(first) == 7 and np.array_equal(first["labels"], second["labels"])
