@@ -140,6 +140,14 @@ class ScrubConfig(TrainingArguments):
         default=0.1,
         metadata={"help": "Multiplier applied to the learning rate after each epoch listed in lr_decay_epochs."},
     )
+    cache_teacher_outputs: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute the teacher's logits for every forget and retain example once, before training, and "
+            "reuse them instead of a teacher forward per step. Needs deterministic inputs (no random augmentation); "
+            "refused otherwise. Memory: one row of logits per example."
+        },
+    )
     check_forget_retain_overlap: bool = field(
         default=True,
         metadata={

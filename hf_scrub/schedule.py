@@ -181,13 +181,21 @@ class ScheduleBatchSampler(Sampler[list[ScheduledExample]]):
 
 PHASE_KEY = "scrub_phase"
 WEIGHT_KEY = "scrub_weight"
+TEACHER_KEY = "scrub_teacher_logits"
 
 
 class ScheduledDataset(Dataset):
-    """Serves `ScheduledExample` keys from the forget or retain set, tagged with their phase and weight."""
+    """Serves `ScheduledExample` keys from the forget or retain set, tagged with their phase and weight.
 
-    def __init__(self, forget_dataset: Any, retain_dataset: Any) -> None:
+    With `teacher_logits` (one tensor per phase, row-aligned with its set), each example also carries the
+    teacher's cached logits.
+    """
+
+    def __init__(
+        self, forget_dataset: Any, retain_dataset: Any, teacher_logits: dict[Phase, torch.Tensor] | None = None
+    ) -> None:
         self.sources = {Phase.FORGET: forget_dataset, Phase.RETAIN: retain_dataset}
+        self.teacher_logits = teacher_logits
 
     def __len__(self) -> int:
         return sum(len(source) for source in self.sources.values())
@@ -201,10 +209,14 @@ class ScheduledDataset(Dataset):
         source = self.sources[phase]
         rows = [key.row for key in keys]
         examples = source.__getitems__(rows) if hasattr(source, "__getitems__") else [source[row] for row in rows]
-        return [
+        tagged = [
             {**example, PHASE_KEY: int(phase), WEIGHT_KEY: key.weight}
             for example, key in zip(examples, keys, strict=True)
         ]
+        if self.teacher_logits is not None:
+            for example, row in zip(tagged, rows, strict=True):
+                example[TEACHER_KEY] = self.teacher_logits[phase][row]
+        return tagged
 
 
 class ScheduleCollator:
@@ -216,9 +228,10 @@ class ScheduleCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         phase = features[0][PHASE_KEY]
         weights = torch.tensor([feature[WEIGHT_KEY] for feature in features], dtype=torch.float32)
-        batch = dict(
-            self.collator([{k: v for k, v in f.items() if k not in (PHASE_KEY, WEIGHT_KEY)} for f in features])
-        )
+        own_keys = (PHASE_KEY, WEIGHT_KEY, TEACHER_KEY)
+        batch = dict(self.collator([{k: v for k, v in f.items() if k not in own_keys} for f in features]))
         batch[PHASE_KEY] = phase
         batch[WEIGHT_KEY] = weights
+        if TEACHER_KEY in features[0]:
+            batch[TEACHER_KEY] = torch.stack([feature[TEACHER_KEY] for feature in features])
         return batch

@@ -79,6 +79,26 @@ class AdapterDisabledTeacher:
     num_outputs = None  # same module as the student: sizes match by construction
 
 
+def _has_input_embeddings(model: nn.Module) -> bool:
+    try:
+        return model.get_input_embeddings() is not None
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def wrap_with_adapters(model: nn.Module, peft_config: Any, activation_checkpointing: bool = False) -> nn.Module:
+    """Add fresh peft adapters to `model` (only they will train), the way TRL's trainers take a `peft_config`."""
+    from peft import get_peft_model
+
+    if _is_peft_model(model):
+        raise ValueError("The model already has peft adapters; pass either a peft model or a peft_config, not both.")
+    model = get_peft_model(model, peft_config)
+    if activation_checkpointing and _has_input_embeddings(model):
+        # With checkpointing the frozen embeddings' output must require grad, or the adapters get no gradient.
+        model.enable_input_require_grads()
+    return model
+
+
 def build_teacher(model: nn.Module, teacher_model: nn.Module | None) -> FrozenTeacher | AdapterDisabledTeacher:
     """Pick the teacher for `model`: the given one, the adapter-disabled base model, or a frozen deep copy."""
     if teacher_model is not None:

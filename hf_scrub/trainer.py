@@ -33,6 +33,7 @@ from .losses import forget_loss, retain_loss
 from .rewind import choose_rewind_epoch
 from .schedule import (
     PHASE_KEY,
+    TEACHER_KEY,
     WEIGHT_KEY,
     OptimizerStep,
     Phase,
@@ -42,12 +43,25 @@ from .schedule import (
     build_schedule,
     epoch_progress,
 )
-from .teacher import build_teacher
+from .teacher import build_teacher, wrap_with_adapters
 
 logger = logging.getLogger(__name__)
 
 # Accumulators for the per-phase logs, summed over items between two logging steps.
 _FORGET_KL, _FORGET_N, _RETAIN_KL, _RETAIN_CE, _RETAIN_N = range(5)
+
+
+def _check_deterministic(dataset: Any, name: str) -> None:
+    """Refuse to cache teacher outputs when reading the same example twice gives different inputs."""
+    for row in sorted({0, len(dataset) // 2, len(dataset) - 1}):
+        first, second = dataset[row], dataset[row]
+        for key, value in first.items():
+            if not np.array_equal(np.asarray(value), np.asarray(second[key])):
+                raise ValueError(
+                    f"cache_teacher_outputs needs deterministic inputs, but {name} example {row} gives a different "
+                    f"{key!r} each time it is read (a random augmentation?). Make the transform deterministic or set "
+                    "cache_teacher_outputs=False."
+                )
 
 
 class _ScrubEpochCallback(TrainerCallback):
@@ -105,6 +119,8 @@ class ScrubTrainer(Trainer):
             model with untrained adapters, the same model with its adapters disabled (no second copy).
         forget_validation_dataset: held-out examples from the forget set's distribution (e.g. test examples of the
             forgotten classes): its error is recorded every epoch, and SCRUB+R (`args.rewind`) needs it.
+        peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`): wrap `model` with fresh adapters and train only them;
+            the teacher is then the same model with adapters disabled.
         eval_dataset, data_collator, processing_class, **kwargs: as for `transformers.Trainer`.
     """
 
@@ -123,6 +139,7 @@ class ScrubTrainer(Trainer):
         eval_dataset: Any = None,
         data_collator: Any = None,
         processing_class: Any = None,
+        peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, ScrubConfig):
@@ -145,6 +162,8 @@ class ScrubTrainer(Trainer):
                 "set's distribution, e.g. `make_unlearning_splits(...).forget_validation`."
             )
 
+        if peft_config is not None:
+            model = wrap_with_adapters(model, peft_config, activation_checkpointing=args.activation_checkpointing)
         # Copy the original *before* the Trainer touches the model (device placement, wrapping, training).
         self.teacher = build_teacher(model, teacher_model)
         if self.teacher.num_outputs is not None and num_labels is not None and self.teacher.num_outputs != num_labels:
@@ -192,8 +211,13 @@ class ScrubTrainer(Trainer):
             seed=args.data_seed if args.data_seed is not None else args.seed,
         )
         self.epoch_progress = epoch_progress(self.schedule)
+        teacher_logits = None
+        if args.cache_teacher_outputs:
+            teacher_logits = {Phase.RETAIN: self._teacher_logits_for(retain_dataset, "retain")}
+            if args.forget_epochs > 0:
+                teacher_logits[Phase.FORGET] = self._teacher_logits_for(forget_dataset, "forget")
         dataloader = DataLoader(
-            ScheduledDataset(forget_dataset, retain_dataset),
+            ScheduledDataset(forget_dataset, retain_dataset, teacher_logits),
             batch_sampler=ScheduleBatchSampler(self.schedule),
             collate_fn=ScheduleCollator(self.data_collator),
             num_workers=args.dataloader_num_workers,
@@ -202,6 +226,25 @@ class ScrubTrainer(Trainer):
             prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
         )
         return self.accelerator.prepare(dataloader)
+
+    def _teacher_logits_for(self, dataset: Any, name: str) -> torch.Tensor:
+        """The teacher's logits for every example of `dataset`, in order (computed sharded, gathered, on CPU)."""
+        _check_deterministic(dataset, name)
+        loader = self.accelerator.prepare(
+            DataLoader(
+                dataset,
+                batch_size=self.args.per_device_eval_batch_size,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+            )
+        )
+        chunks = []
+        for batch in loader:
+            inputs = {k: v for k, v in self._prepare_inputs(batch).items() if k != "labels"}
+            logits = self.teacher.logits(self.model, inputs)
+            chunks.append(self.accelerator.gather_for_metrics(logits.float().contiguous()).cpu())
+        return torch.cat(chunks)
 
     def _drop_unused_columns(self, dataset: Any, description: str) -> Any:
         if self.args.remove_unused_columns and isinstance(dataset, datasets.Dataset):
@@ -337,7 +380,8 @@ class ScrubTrainer(Trainer):
         labels = inputs.pop("labels")
         args: ScrubConfig = self.args
 
-        teacher_logits = self.teacher.logits(model, inputs)
+        cached = inputs.pop(TEACHER_KEY, None)
+        teacher_logits = cached if cached is not None else self.teacher.logits(model, inputs)
         outputs = model(**inputs)
         student_logits = outputs.logits
         real = (weights > 0).float()

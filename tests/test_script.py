@@ -170,7 +170,7 @@ def test_image_class_unlearning_through_accelerate_launch(digits_assets, tmp_pat
             *SCRUB_FLAGS,
         ],
         cwd=tmp_path,
-        launcher=("accelerate", "launch", "--num_processes", "1", "--cpu"),
+        launcher=(str(Path(sys.executable).with_name("accelerate")), "launch", "--num_processes", "1", "--cpu"),
     )
     results = check_results(output_dir, "image-classification", "class", 146)
     original, unlearned = results["original"], results["unlearned"]
