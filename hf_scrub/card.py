@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+import numbers
 import os
 import re
 import tempfile
@@ -82,17 +83,17 @@ class _Metric:
         split: str,
         good_class: str,
         good_selective: str | None = None,
-        percent_of_fraction: bool = True,
+        unit: str = "fraction",
     ):
         self.label = label
         self.dataset_name = dataset_name
         self.split = split
         self.good_class = good_class
         self.good_selective = good_selective or good_class
-        self.percent_of_fraction = percent_of_fraction  # value is a fraction shown as %; else already a percentage
+        self.unit = unit  # "fraction" (shown as %), "percent" (already a percentage) or "raw"
 
 
-_MIA_DATASET = "forget set vs. unseen test examples of its classes"
+_MIA_DATASET = "forget set vs. held-out data of the same distribution"
 
 METRICS: dict[str, _Metric] = {
     "forget_accuracy": _Metric(
@@ -136,7 +137,7 @@ METRICS: dict[str, _Metric] = {
         "forget",
         "close to Retrain's",
         "close to 50 % (the attacker cannot tell forget from unseen data), as Retrain",
-        percent_of_fraction=False,
+        unit="percent",
     ),
     "mia_auc": _Metric(
         "MIA attack AUC",
@@ -144,7 +145,15 @@ METRICS: dict[str, _Metric] = {
         "forget",
         "close to Retrain's",
         "close to 50 %, as Retrain",
-        percent_of_fraction=False,
+        unit="percent",
+    ),
+    "forget_loss": _Metric(
+        "Forget loss",
+        "forget set",
+        "forget",
+        "mean cross-entropy; close to Retrain's (well above Original's)",
+        "mean cross-entropy; close to Retrain's (above Original's, like unseen data)",
+        unit="raw",
     ),
 }
 
@@ -152,31 +161,31 @@ METRICS: dict[str, _Metric] = {
 def _metric_info(name: str) -> _Metric:
     if name in METRICS:
         return METRICS[name]
-    fraction = name.endswith(("accuracy", "error"))
-    return _Metric(name.replace("_", " ").capitalize(), "evaluation", "evaluation", "close to Retrain's", None, fraction)
+    unit = "fraction" if name.endswith(("accuracy", "error")) else "raw"
+    return _Metric(name.replace("_", " ").capitalize(), "evaluation", "evaluation", "close to Retrain's", None, unit)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _format_gap(name: str, gap: float | None) -> str:
     """A difference in percentage points (or raw units for metrics that are neither fractions nor percentages)."""
     if gap is None:
         return "–"
-    if _metric_info(name).percent_of_fraction:
+    unit = _metric_info(name).unit
+    if unit == "fraction":
         return f"{100 * gap:.2f} pp"
-    return f"{gap:.2f} pp" if name in METRICS else f"{gap:.4g}"
+    return f"{gap:.2f} pp" if unit == "percent" else f"{gap:.4g}"
 
 
 def _format_metric(name: str, value: Any) -> str:
     if not _is_number(value):
         return "–"
-    if _metric_info(name).percent_of_fraction:
+    unit = _metric_info(name).unit
+    if unit == "fraction":
         return f"{100 * value:.2f} %"
-    if name in METRICS:  # already a percentage (mia, mia_auc)
-        return f"{value:.2f} %"
-    return f"{value:.4g}"
+    return f"{value:.2f} %" if unit == "percent" else f"{value:.4g}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -281,7 +290,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None,
     for key, label, color, marker, style in series:
         points = [(row["epoch"], 100 * row[key]) for row in rows if _is_number(row.get(key))]
         if points:
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, label=label, color=color, marker=marker, linestyle=style, linewidth=2, markersize=6)
 
     if rewind_epoch is not None:
@@ -340,7 +349,7 @@ def _eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
                 dataset_split=info.split,
                 metric_type=name,
                 metric_name=info.label,
-                metric_value=value,
+                metric_value=value if isinstance(value, int) else float(value),  # plain YAML, no numpy scalars
             )
         )
     return evals
@@ -355,14 +364,19 @@ def _model_reference(model: Any) -> str:
     return "an unnamed model"
 
 
+def _classes_with_names(forget: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """(class id, class name or None when unknown or equal to the id) for each forgotten class."""
+    classes = list(forget.get("classes") or [])
+    names = list(forget.get("class_names") or [])
+    names = (names + [None] * len(classes))[: len(classes)]
+    return [(c, n if n is not None and str(n) != str(c) else None) for c, n in zip(classes, names, strict=True)]
+
+
 def _forgotten_phrase(forget: Mapping[str, Any]) -> str:
     count = forget.get("num_examples")
     count_text = f"{count} training examples" if _is_number(count) else "a set of training examples"
-    classes = forget.get("classes") or []
-    names = forget.get("class_names") or []
-    labels = [f"{c} ({n})" if n is not None and str(n) != str(c) else str(c) for c, n in zip(classes, names)]
-    labels += [str(c) for c in classes[len(names) :]]
-    which = ", ".join(labels)
+    classes = _classes_with_names(forget)
+    which = ", ".join(f"{c} ({n})" if n is not None else str(c) for c, n in classes)
     if forget.get("type") == "class" and classes:
         noun = "class" if len(classes) == 1 else "classes"
         return f"{count_text}: the whole {noun} {which}"
@@ -407,7 +421,10 @@ def _metrics_table(results: Mapping[str, Any], selective: bool) -> str:
     if retrain:
         header.append("\\|Unlearned − Retrain\\|")
     header.append("Good unlearning")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 2) + [":---"]) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(header) - 2) + [":---"]) + "|",
+    ]
     for name in names:
         info = _metric_info(name)
         row = [f"{info.label} (`{name}`)", *(_format_metric(name, model.get(name)) for _, model in models)]
@@ -431,13 +448,9 @@ def _forget_section(forget: Mapping[str, Any]) -> str:
         "splits": "a ready-made forget split",
     }
     lines = [f"- **Type:** {_code(kind)} ({kinds[kind]})" if kind in kinds else f"- **Type:** {_code(kind)}"]
-    classes = forget.get("classes")
+    classes = _classes_with_names(forget)
     if classes:
-        names = forget.get("class_names") or [None] * len(classes)
-        shown = ", ".join(
-            f"{_code(c)} ({_code(n)})" if n is not None and str(n) != str(c) else _code(c)
-            for c, n in zip(classes, list(names) + [None] * len(classes))
-        )
+        shown = ", ".join(f"{_code(c)} ({_code(n)})" if n is not None else _code(c) for c, n in classes)
         lines.append(f"- **Classes:** {shown}")
     counts = [
         ("num_examples", "Forgotten examples"),
@@ -495,12 +508,19 @@ def _run_section(results: Mapping[str, Any]) -> str:
 
     relearn = results.get("relearn_time")
     if isinstance(relearn, Mapping) and relearn:
-        details = ", ".join(f"{_cell(k)}: {_cell(_format_value(v))}" for k, v in relearn.items() if k != "epochs")
-        epochs = relearn.get("epochs")
-        line = "**Relearn time:** "
-        line += f"{epochs} fine-tuning epoch(s) to bring the forget loss back to the original model's level"
-        line += f" ({details})" if details else ""
-        out += [line + " — the more, the deeper the forgetting.", ""]
+        epochs, max_epochs = relearn.get("epochs"), relearn.get("max_epochs")
+        line = "**Relearn time** (fine-tuning on the forget set until its loss is back to the original model's"
+        if _is_number(relearn.get("target_loss")):
+            line += f", {relearn['target_loss']:.4g}"
+        line += "): "
+        if _is_number(epochs):
+            line += f"{epochs} epoch{'s' if epochs != 1 else ''}"
+        else:
+            line += "not relearned" + (f" within {max_epochs} epochs" if _is_number(max_epochs) else "")
+        losses = relearn.get("forget_losses")
+        if isinstance(losses, list) and losses and all(_is_number(v) for v in losses):
+            line += " (forget loss per epoch, from 0: " + ", ".join(f"{v:.4g}" for v in losses) + ")"
+        out += [line + ". The longer, the more deeply the forget set was unlearned.", ""]
     return "\n".join(out).strip()
 
 
@@ -592,7 +612,7 @@ def build_model_card(
         _summary(results, method),
         "## Evaluation",
         "Accuracies in %. **MIA**: the paper's loss-based membership-inference attack, telling forget examples from "
-        "unseen test examples of the same classes (cross-validated accuracy and AUC, %; 50 % = it cannot tell them "
+        "held-out examples of the same distribution (cross-validated accuracy and AUC, %; 50 % = it cannot tell them "
         "apart). **Retrain** (when present) is a model trained from scratch without the forget set: the gold standard "
         "the unlearned model should match.",
         _metrics_table(results, selective),
@@ -609,8 +629,7 @@ def build_model_card(
     sections += [
         "## How to use",
         _usage_section(task, repo_id),
-        "## Framework versions",
-        "\n".join(f"- {name}: {version}" for name, version in versions.items()),
+        *(["## Framework versions", "\n".join(f"- {name}: {v}" for name, v in versions.items())] if versions else []),
         "## Citation",
         "```bibtex\n" + CITATION + "\n```",
     ]

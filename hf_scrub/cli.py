@@ -2,7 +2,7 @@
 
 Three ways in, with one precedence rule (command line > config file > preset > defaults):
 - flags: `scrub.py --model_name_or_path ... --forget_classes 3 --preset class --learning_rate 1e-3`;
-- one YAML/JSON file, alone (`scrub.py run.yaml`) or with overriding flags (`scrub.py --config run.yaml --seed 1`);
+- one YAML/JSON file, alone (`scrub.py run.yaml`) or with overriding flags (`scrub.py run.yaml --seed 1`);
 - no arguments at all: the embedded offline demo (`hf_scrub.demo`).
 """
 
@@ -35,8 +35,8 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     """Parse `argv` (without the program name) into `(ScriptArguments, ScrubConfig)`."""
     from .config import ScrubConfig
 
-    if len(argv) == 1 and argv[0].endswith(CONFIG_SUFFIXES):
-        argv = ["--config", argv[0]]
+    if argv and argv[0].endswith(CONFIG_SUFFIXES):  # `scrub.py run.yaml [--flag value ...]`
+        argv = ["--config", *argv]
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--preset")

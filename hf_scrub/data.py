@@ -121,10 +121,17 @@ class UnlearningSplits:
             info["classes"] = self.forget_classes
             if self.class_names:
                 info["class_names"] = [self.class_names[c] for c in self.forget_classes]
+        info["forget_ids_sha256"] = forget_ids_digest(self.forget_rows)
         info["num_retain_examples"] = len(self.retain)
         info["num_test_examples"] = len(self.test)
         info["num_forget_validation_examples"] = len(self.forget_validation)
         return info
+
+
+def forget_ids_digest(forget_rows: Iterable[Any]) -> str:
+    """SHA-256 of the sorted forget ids (or row positions), one per line: records *which* examples were forgotten
+    so a request can be verified later, without storing the examples themselves."""
+    return hashlib.sha256("\n".join(str(row) for row in sorted(forget_rows)).encode()).hexdigest()
 
 
 def read_forget_list(path: str | Path) -> list[Any]:

@@ -61,6 +61,8 @@ def unlearning_report(
         splits=np.concatenate([[n] * len(predictions[n].labels) for n in names]),
         forget_classes=list(forget_classes) or None,
     )
+    if "forget" in predictions:
+        report["forget_loss"] = float(np.mean(predictions["forget"].losses))
     if "forget" in predictions and "forget_validation" in predictions:
         try:
             report.update(
@@ -76,5 +78,14 @@ def unlearning_report(
 def evaluate_model(
     trainer: Trainer, datasets: Mapping[str, Any], forget_classes: Sequence[int] = (), seed: int = 0
 ) -> dict[str, float]:
-    """`predict_splits` then `unlearning_report` for the trainer's current model."""
+    """`predict_splits` then `unlearning_report` for the trainer's current model.
+
+    To evaluate another model (e.g. a retrained one) with the same batching, precision and processes, pass
+    `prediction_trainer(model, trainer.args, trainer.data_collator)`.
+    """
     return unlearning_report(predict_splits(trainer, datasets), forget_classes, seed)
+
+
+def prediction_trainer(model: Any, args: Any, data_collator: Any = None, processing_class: Any = None) -> Trainer:
+    """A plain `Trainer` used only to run `predict` for `model` under the given arguments."""
+    return Trainer(model=model, args=args, data_collator=data_collator, processing_class=processing_class)

@@ -19,9 +19,12 @@ import datasets
 from transformers import set_seed
 
 from . import __version__
+from .card import write_card
 from .config import ScrubConfig
 from .data import UnlearningSplits, make_unlearning_splits, require_columns
-from .evaluation import evaluate_model
+from .evaluation import evaluate_model, prediction_trainer
+from .hub import push_folder_to_hub
+from .relearn import relearn_time
 from .tasks import (
     IMAGE_CLASSIFICATION,
     check_model_matches_labels,
@@ -35,6 +38,24 @@ from .trainer import ScrubTrainer
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "unlearning_results.json"
+REPORTED_HYPERPARAMETERS = (
+    "alpha",
+    "gamma",
+    "kd_temperature",
+    "forget_epochs",
+    "num_train_epochs",
+    "per_device_forget_batch_size",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "optim",
+    "weight_decay",
+    "max_grad_norm",
+    "lr_scheduler_type",
+    "retain_fraction",
+    "rewind",
+    "seed",
+)
 
 
 @dataclass
@@ -89,6 +110,18 @@ class ScriptArguments:
         default=None,
         metadata={"help": "A named SCRUB preset (selective, class, small); explicit arguments override it."},
     )
+    retrain_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A model retrained without the forget set (the gold standard): adds a Retrain column."},
+    )
+    relearn_time: bool = field(
+        default=False,
+        metadata={
+            "help": "Also measure relearn time: epochs of fine-tuning on the forget set until its loss is back "
+            "at the original model's (costs up to relearn_max_epochs passes over the forget set)."
+        },
+    )
+    relearn_max_epochs: int = field(default=10, metadata={"help": "Upper bound for the relearn-time measurement."})
 
 
 def load_any_dataset(name: str, config_name: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
@@ -115,7 +148,7 @@ def check_output_dir(output_dir: str, model_name_or_path: str) -> None:
 
 
 def write_outputs(trainer: ScrubTrainer, processor: Any, results: dict[str, Any], output_dir: str) -> None:
-    """Write model, processor and results completely or not at all.
+    """Write model, processor, evaluation card, plot and results completely or not at all.
 
     Everything is first written to a staging folder inside `output_dir`, then moved into place file by file with
     `os.replace`, `unlearning_results.json` last: its presence means the folder is complete. On failure the
@@ -126,6 +159,7 @@ def write_outputs(trainer: ScrubTrainer, processor: Any, results: dict[str, Any]
         trainer.save_model(str(staging))  # collective under FSDP/DeepSpeed: every process calls it
         if trainer.is_world_process_zero():
             processor.save_pretrained(str(staging))
+            write_card(results, staging, repo_id=trainer.args.hub_model_id if trainer.args.push_to_hub else None)
             (staging / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
             for item in sorted(staging.iterdir(), key=lambda p: p.name == RESULTS_FILE):
                 target = Path(output_dir) / item.name
@@ -183,10 +217,15 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
 
 
 def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[str, Any]:
-    """Unlearn, evaluate before/after, save to `config.output_dir`; returns the results written to JSON."""
+    """Unlearn, evaluate before/after (and a retrained model), save to `config.output_dir`, optionally push.
+
+    Returns the results written to `unlearning_results.json`.
+    """
     if not script_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a Hub model id or a local folder).")
     check_output_dir(config.output_dir, script_args.model_name_or_path)
+    # The Trainer would push every checkpoint; the finished, complete folder is pushed once at the end instead.
+    push_to_hub, config.push_to_hub = config.push_to_hub, False
     set_seed(config.seed)
     splits, task = build_splits(script_args, config.seed)
     model, processor = load_model_and_processor(script_args.model_name_or_path, task)
@@ -212,51 +251,61 @@ def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[st
         "test": prepare(splits.test),
         "forget_validation": prepare(splits.forget_validation),
     }
+    collator = data_collator_for(task, processor)
     trainer = ScrubTrainer(
         model=model,
         args=config,
         forget_dataset=eval_splits["forget"],
         retain_dataset=eval_splits["retain"],
-        data_collator=data_collator_for(task, processor),
+        forget_validation_dataset=eval_splits["forget_validation"],
+        data_collator=collator,
         processing_class=processor,
     )
-    original = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
+    reports = {"original": evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)}
     start = time.perf_counter()
     trainer.train()
     unlearning_seconds = time.perf_counter() - start
-    unlearned = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
+    reports["unlearned"] = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
+    if script_args.retrain_model_name_or_path:
+        retrain_model, _ = load_model_and_processor(script_args.retrain_model_name_or_path, task)
+        check_model_matches_labels(retrain_model, splits.forget, script_args.label_column)
+        retrain_trainer = prediction_trainer(retrain_model, config, collator, processor)
+        reports["retrain"] = evaluate_model(retrain_trainer, eval_splits, splits.forget_classes, config.seed)
 
-    results = {
+    results: dict[str, Any] = {
         "method": "scrub",
         "task": task,
         "model": script_args.model_name_or_path,
         "forget": splits.describe(),
-        "original": original,
-        "unlearned": unlearned,
+        **reports,
         "unlearning_seconds": round(unlearning_seconds, 3),
-        "hyperparameters": {
-            key: getattr(config, key)
-            for key in (
-                "alpha",
-                "gamma",
-                "kd_temperature",
-                "forget_epochs",
-                "num_train_epochs",
-                "per_device_forget_batch_size",
-                "per_device_train_batch_size",
-                "learning_rate",
-                "optim",
-                "weight_decay",
-                "max_grad_norm",
-                "retain_fraction",
-                "seed",
-            )
-        }
+        "rewind_epoch": trainer.rewind_epoch,
+        "history": [
+            {"epoch": entry["scrub_epoch"], **{k: v for k, v in entry.items() if k.endswith("_error")}}
+            for entry in trainer.scrub_history
+        ],
+        "hyperparameters": {key: getattr(config, key) for key in REPORTED_HYPERPARAMETERS}
         | {"preset": script_args.preset},
         "hf_scrub_version": __version__,
     }
+    if script_args.relearn_time:
+        results["relearn_time"] = relearn_time(
+            trainer.model,
+            eval_splits["forget"],
+            target_loss=reports["original"]["forget_loss"],
+            args=config,
+            data_collator=collator,
+            max_epochs=script_args.relearn_max_epochs,
+        )
+    config.push_to_hub = push_to_hub
     write_outputs(trainer, processor, results, config.output_dir)
     if trainer.is_world_process_zero():
-        print(format_table({"original": original, "unlearned": unlearned}))
+        print(format_table(reports))
         print(f"unlearning time: {unlearning_seconds:.1f} s; results in {Path(config.output_dir) / RESULTS_FILE}")
+        if push_to_hub:
+            repo_id = config.hub_model_id or Path(config.output_dir).resolve().name
+            url = push_folder_to_hub(
+                config.output_dir, repo_id, private=config.hub_private_repo, token=config.hub_token
+            )
+            print(f"pushed to {url}")
     return results

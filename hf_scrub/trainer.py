@@ -330,9 +330,13 @@ class ScrubTrainer(Trainer):
     def _candidate_state(self) -> dict[str, torch.Tensor]:
         """What changes during unlearning: trainable parameters and buffers (BatchNorm statistics), on CPU."""
         model = self.accelerator.unwrap_model(self.model)
-        state = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        state.update(dict(model.named_buffers()))
-        return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
+        changing = {name for name, p in model.named_parameters() if p.requires_grad}
+        changing |= {name for name, _ in model.named_buffers()}
+        return {
+            name: tensor.detach().to("cpu", copy=True).contiguous()
+            for name, tensor in model.state_dict().items()
+            if name in changing  # non-persistent buffers (e.g. position ids) are not in the state dict
+        }
 
     def _save_rewind_candidate(self, epoch: int) -> None:
         state = self._candidate_state()

@@ -25,3 +25,7 @@ def test_demo_forgets_digit_three_and_keeps_the_rest(tmp_path):
     assert unlearned["forget_accuracy"] <= 0.05  # issue 2 acceptance
     assert unlearned["test_retain_classes_accuracy"] >= original["test_retain_classes_accuracy"] - 0.02
     assert "forget_accuracy" in result.stdout  # the before/after table is printed
+    card = (tmp_path / "scrub-demo-output" / "README.md").read_text()
+    assert "![" in card and "(unlearning_history.png)" in card  # the card shows the plot it ships with
+    assert (tmp_path / "scrub-demo-output" / "unlearning_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{unlearned['forget_accuracy'] * 100:.1f}" in card  # the table carries the measured numbers

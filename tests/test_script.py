@@ -193,10 +193,33 @@ def test_text_selective_unlearning_from_a_yaml_file(text_assets, tmp_path):
         "per_device_train_batch_size: 32\nlearning_rate: 0.001\nreport_to: none\nuse_cpu: true\nsave_strategy: 'no'\n"
         "disable_tqdm: true\nmax_length: 64\n"
     )
-    run_script([config], cwd=tmp_path)
+    run_script(
+        [
+            config,
+            "--retrain_model_name_or_path",
+            model_dir,
+            "--relearn_time",
+            "true",
+            "--relearn_max_epochs",
+            "2",
+            "--rewind",
+            "true",
+        ],
+        cwd=tmp_path,
+    )
     results = check_results(tmp_path / "out", "text-classification", "selective", 20)
     assert "test_forget_classes_accuracy" not in results["original"]
     assert (tmp_path / "out" / "tokenizer.json").is_file()
+    # The "retrain" column here is the original model itself: its report must equal the original's exactly.
+    assert results["retrain"] == results["original"]
+    assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2]
+    assert results["history"][0]["forget_error"] == pytest.approx(1 - results["original"]["forget_accuracy"])
+    assert results["rewind_epoch"] in (0, 1, 2) and results["hyperparameters"]["rewind"] is True
+    relearn = results["relearn_time"]
+    assert relearn["target_loss"] == pytest.approx(results["original"]["forget_loss"])
+    assert relearn["forget_losses"][0] == pytest.approx(results["unlearned"]["forget_loss"], rel=1e-4)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Retrain" in card and "unlearning_history.png" in card
 
 
 def test_output_dir_inside_the_model_folder_is_refused(digits_assets, tmp_path):

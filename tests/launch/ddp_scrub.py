@@ -1,0 +1,125 @@
+"""Train the tiny BERT with `ScrubTrainer` and write what every rank ended with; launched by test_distributed.py.
+
+    torchrun --nproc_per_node 2 tests/launch/ddp_scrub.py --out DIR [--gradient-accumulation-steps 1 2]
+    python tests/launch/ddp_scrub.py --out DIR          # the same run in one process
+
+Batch sizes are given *globally* (--forget-batch, --retain-batch); each process gets
+``global / (world_size * gradient_accumulation_steps)``, so every launch takes the same optimizer steps.
+For each accumulation value ``g`` it writes ``DIR/ga{g}/rank{r}.json`` (what was run, the phase of every micro-step,
+the training logs, `scrub_history`, an `evaluate_model` report) and ``DIR/ga{g}/rank{r}.safetensors`` (final weights).
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the conftest models and datasets
+import torch  # noqa: E402
+from conftest import tiny_bert, token_dataset  # noqa: E402  (also sets the offline HF environment)
+from safetensors.torch import save_file  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from hf_scrub import ScrubConfig, ScrubTrainer  # noqa: E402
+from hf_scrub.evaluation import evaluate_model, predict_splits  # noqa: E402
+from hf_scrub.schedule import PHASE_KEY, WEIGHT_KEY, Phase  # noqa: E402
+
+# Sizes chosen so that no split divides into full batches: 2 processes x eval batch 4 = 8.
+FORGET, RETAIN, FORGET_VALIDATION, TEST = 10, 30, 13, 21
+EVAL_BATCH = 4
+
+
+class RecordingScrubTrainer(ScrubTrainer):
+    """Records (optimizer step, phase, examples, weight sum) for every micro-step this process runs."""
+
+    micro_steps: list
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if PHASE_KEY in inputs:
+            entry = [self.state.global_step, Phase(inputs[PHASE_KEY]).name, len(inputs["labels"])]
+            self.micro_steps.append(entry + [round(float(inputs[WEIGHT_KEY].sum()), 6)])
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def run(out: Path, forget_batch: int, retain_batch: int, accumulation: int, world_size: int, rank: int) -> None:
+    slots = world_size * accumulation
+    if forget_batch % slots or retain_batch % slots:
+        raise SystemExit(f"global batch sizes must divide by world_size x accumulation = {slots}")
+    args = ScrubConfig(
+        output_dir=str(out / "trainer"),
+        use_cpu=True,  # without it, torchrun on CPU gives independent single-process runs (DESIGN §6)
+        average_tokens_across_devices=True,  # the setting that multiplied custom losses by world size (DESIGN §7)
+        per_device_forget_batch_size=forget_batch // slots,
+        per_device_train_batch_size=retain_batch // slots,
+        per_device_eval_batch_size=EVAL_BATCH,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=3,
+        forget_epochs=2,
+        # Plain SGD without clipping: the update is proportional to the gradient, so a loss or gradient off by the
+        # number of processes changes the weights (Adam would normalise such a factor away).
+        optim="sgd",
+        learning_rate=0.5,
+        max_grad_norm=0.0,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    forget, retain = token_dataset(FORGET, 1), token_dataset(RETAIN, 2)
+    forget_validation, test = token_dataset(FORGET_VALIDATION, 3), token_dataset(TEST, 4)
+    trainer = RecordingScrubTrainer(
+        model=tiny_bert(dropout=0.0),
+        args=args,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        forget_validation_dataset=forget_validation,
+    )
+    trainer.micro_steps = []
+    trainer.train()
+
+    splits = {"forget": forget, "retain": retain, "test": test, "forget_validation": forget_validation}
+    sizes = {name: len(split.labels) for name, split in predict_splits(trainer, splits).items()}
+    report = evaluate_model(trainer, splits)
+    result = {
+        "rank": rank,
+        "world_size": world_size,
+        "num_processes": trainer.accelerator.num_processes,
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+        "ddp_wrapped": isinstance(trainer.model_wrapped, DistributedDataParallel),
+        "average_tokens_across_devices": args.average_tokens_across_devices,
+        "per_device_forget_batch_size": args.per_device_forget_batch_size,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "global_step": trainer.state.global_step,
+        "micro_steps": trainer.micro_steps,
+        "train_logs": [entry for entry in trainer.state.log_history if "loss" in entry],
+        "scrub_history": trainer.scrub_history,
+        "eval_sizes": sizes,
+        "eval_report": report,
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
+    state = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(out / f"rank{rank}.safetensors"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--forget-batch", type=int, default=4, help="global forget batch per optimizer step")
+    parser.add_argument("--retain-batch", type=int, default=8, help="global retain batch per optimizer step")
+    parser.add_argument("--gradient-accumulation-steps", type=int, nargs="+", default=[1])
+    cli = parser.parse_args()
+    torch.set_num_threads(1)  # the launches share 2 cores; also keeps CPU kernels' reduction order fixed
+    world_size, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    for accumulation in cli.gradient_accumulation_steps:
+        out = cli.out / f"ga{accumulation}"
+        out.mkdir(parents=True, exist_ok=True)
+        run(out, cli.forget_batch, cli.retain_batch, accumulation, world_size, rank)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""A real 2-process DDP run (gloo on CPU, `torchrun`) against the same run in one process with the same global batch.
+
+`tests/launch/ddp_scrub.py` trains the dropout-free tiny BERT with plain SGD (no clipping, so a loss or gradient off
+by the number of processes shows in the weights; Adam would normalise such a factor away) and writes, per rank and
+per gradient-accumulation value, the final weights and a JSON of what ran. Both launches start at once and run in
+about 25 s together on 2 cores.
+
+Tolerances. DDP averages two partial gradient sums where one process sums the whole batch: the same numbers added
+in another order, so float32 round-off (~1e-7 relative per step) is the only expected difference. Measured: weights
+within 4e-8 of the one-process run after 18 SGD steps that move them by up to 0.12; the tolerance `atol=1e-6` keeps
+a 25x margin and is 1e5 times smaller than the change a factor of 2 in the loss would make. The logged KL values are
+differences of nearly equal log-probabilities, so their float32 error is absolute (~T^2 * 1e-8 = 2e-7 at T=4,
+measured 1.8e-7), hence `abs=1e-6` next to `rel=1e-5`. Ranks must agree bit for bit: DDP gives every rank the same
+all-reduced gradient and the same optimizer update.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "launch" / "ddp_scrub.py"
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+ACCUMULATION = (1, 2)  # the 2-process launch runs both; the 1-process one only 1 (global batches are the same)
+LOGGED = ("loss", "forget_kl", "retain_kl", "retain_ce")
+SPLIT_SIZES = {"forget": 10, "retain": 30, "test": 21, "forget_validation": 13}  # none divides by 2 x eval batch 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_run(folder: Path, world_size: int) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
+    results = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(world_size)]
+    weights = [load_file(str(folder / f"rank{r}.safetensors")) for r in range(world_size)]
+    return results, weights
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """{(world_size, accumulation): ([result per rank], [weights per rank])}."""
+    assert TORCHRUN.exists(), f"torchrun not found next to {sys.executable}"
+    out = tmp_path_factory.mktemp("ddp")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    commands = {
+        1: [sys.executable, str(SCRIPT), "--out", str(out / "one")],
+        2: [
+            str(TORCHRUN),
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            str(SCRIPT),
+            "--out",
+            str(out / "two"),
+            "--gradient-accumulation-steps",
+            *map(str, ACCUMULATION),
+        ],
+    }
+    start = time.perf_counter()
+    logs = {n: open(out / f"launch{n}.log", "w") for n in commands}  # noqa: SIM115  (closed below)
+    procs = {
+        n: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs[n], stderr=subprocess.STDOUT)
+        for n, cmd in commands.items()
+    }
+    try:
+        for n, proc in procs.items():
+            returncode = proc.wait(timeout=85)
+            assert returncode == 0, f"{n}-process launch failed:\n" + (out / f"launch{n}.log").read_text()[-4000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for log in logs.values():
+            log.close()
+    loaded = {(1, 1): load_run(out / "one" / "ga1", 1)}
+    for accumulation in ACCUMULATION:
+        loaded[(2, accumulation)] = load_run(out / "two" / f"ga{accumulation}", 2)
+    print(f"launches took {time.perf_counter() - start:.1f} s")
+    return loaded
+
+
+def test_launches_are_one_real_two_rank_ddp_run(runs):
+    (single,), _ = runs[(1, 1)]
+    assert single["num_processes"] == 1 and not single["ddp_wrapped"]
+    assert (single["per_device_forget_batch_size"], single["per_device_train_batch_size"]) == (4, 8)
+    for accumulation in ACCUMULATION:
+        results, _ = runs[(2, accumulation)]
+        assert [r["rank"] for r in results] == [0, 1]
+        for result in results:
+            # use_cpu=True makes torchrun's processes one gloo process group (DESIGN §6), not two independent runs.
+            assert result["num_processes"] == 2 and result["world_size"] == 2
+            assert result["distributed_type"] == "DistributedType.MULTI_CPU"
+            assert result["backend"] == "gloo" and result["ddp_wrapped"]
+            assert result["average_tokens_across_devices"] is True
+            # per-device b (with accumulation 2: b/2 twice) against 2b in one process: the same global batch.
+            expected = (4 // (2 * accumulation), 8 // (2 * accumulation), accumulation)
+            assert (
+                result["per_device_forget_batch_size"],
+                result["per_device_train_batch_size"],
+                result["gradient_accumulation_steps"],
+            ) == expected
+            assert result["global_step"] == single["global_step"] == 18  # 3 + 4 steps x 2 epochs, then 4
+
+
+@pytest.mark.parametrize("accumulation", ACCUMULATION)
+def test_both_ranks_end_with_identical_weights(runs, accumulation):
+    _, (rank0, rank1) = runs[(2, accumulation)]
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+
+
+@pytest.mark.parametrize("accumulation", ACCUMULATION)
+def test_two_processes_equal_one_process_with_the_same_global_batch(runs, accumulation):
+    _, (single,) = runs[(1, 1)]
+    _, (rank0, _) = runs[(2, accumulation)]
+    from conftest import tiny_bert
+
+    original = tiny_bert(dropout=0.0).state_dict()
+    assert max((single[k] - original[k]).abs().max() for k in single) > 0.05  # training really moved the weights
+    for name in single:
+        torch.testing.assert_close(rank0[name], single[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("accumulation", ACCUMULATION)
+def test_logged_losses_are_not_multiplied_by_the_number_of_processes(runs, accumulation):
+    # average_tokens_across_devices=True is set explicitly: with it, transformers 5.24 multiplies a loss computed
+    # from num_items_in_batch by the world size (DESIGN §7). Every logged value must match the one-process run.
+    (single,), _ = runs[(1, 1)]
+    results, _ = runs[(2, accumulation)]
+    for result in results:
+        assert len(result["train_logs"]) == len(single["train_logs"]) == 18  # logging_steps=1
+        for ours, reference in zip(result["train_logs"], single["train_logs"], strict=True):
+            assert ours["epoch"] == reference["epoch"]
+            assert {k for k in LOGGED if k in ours} == {k for k in LOGGED if k in reference}
+            for key in LOGGED:
+                if key in reference:
+                    assert ours[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6), (key, ours["epoch"])
+    assert results[0]["train_logs"] == results[1]["train_logs"]
+    assert any(entry.get("forget_kl", 0) > 1e-3 for entry in single["train_logs"])  # the max-steps did something
+
+
+@pytest.mark.parametrize("accumulation", ACCUMULATION)
+def test_every_rank_runs_the_same_phase_at_every_micro_step(runs, accumulation):
+    (single,), _ = runs[(1, 1)]
+    results, _ = runs[(2, accumulation)]
+    phases = [[(step, phase) for step, phase, _, _ in r["micro_steps"]] for r in results]
+    assert phases[0] == phases[1]
+    assert len(phases[0]) == 18 * accumulation
+    # The same phase per optimizer step as one process with the whole batch.
+    assert phases[0][::accumulation] == [(step, phase) for step, phase, _, _ in single["micro_steps"]]
+    # Every optimizer step's weights, summed over micro-batches and ranks, equal the number of processes (each
+    # real example weighs num_processes / examples in the step): DDP's mean then gives the step's mean loss.
+    totals: dict[int, float] = {}
+    for result in results:
+        for step, _, _, weight_sum in result["micro_steps"]:
+            totals[step] = totals.get(step, 0.0) + weight_sum
+    assert totals == pytest.approx(dict.fromkeys(range(18), 2.0))
+
+
+@pytest.mark.parametrize("accumulation", ACCUMULATION)
+def test_per_epoch_history_is_identical_on_ranks_and_to_one_process(runs, accumulation):
+    (single,), _ = runs[(1, 1)]
+    results, _ = runs[(2, accumulation)]
+    assert results[0]["scrub_history"] == results[1]["scrub_history"]
+    assert results[0]["scrub_history"] == single["scrub_history"]
+    assert [entry["scrub_epoch"] for entry in single["scrub_history"]] == [0, 1, 2, 3]
+    assert len({entry["forget_error"] for entry in single["scrub_history"]}) > 1  # the errors did change
+
+
+@pytest.mark.parametrize("accumulation", ACCUMULATION)
+def test_evaluate_model_gathers_each_example_once(runs, accumulation):
+    (single,), _ = runs[(1, 1)]
+    results, _ = runs[(2, accumulation)]
+    for result in (single, *results):
+        assert result["eval_sizes"] == SPLIT_SIZES  # no padding duplicates from the uneven last batch, no loss
+    assert results[0]["eval_report"] == results[1]["eval_report"]
+    reference = single["eval_report"]
+    assert results[0]["eval_report"].keys() == reference.keys()
+    assert {"forget_accuracy", "test_accuracy", "mia"} <= reference.keys()
+    for key, value in reference.items():
+        assert results[0]["eval_report"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
