@@ -1,5 +1,6 @@
 """Forget / retain / test / forget-validation splits and the input checks (DESIGN §4, issue 2 deliverables 4, 10)."""
 
+import hashlib
 import json
 
 import datasets
@@ -44,7 +45,9 @@ def test_whole_class():
     assert len(splits.forget_validation) == 10 and set(labels(splits.forget_validation)) == {1}
     assert len(splits.test) == 30
     assert splits.forget_rows == list(range(1, 60, 3))
+    digest = hashlib.sha256("\n".join(str(row) for row in range(1, 60, 3)).encode()).hexdigest()
     assert splits.describe() == {
+        "forget_ids_sha256": digest,
         "type": "class",
         "num_examples": 20,
         "classes": [1],

@@ -9,10 +9,10 @@ optimizer and losses stay float32):
 - tiny BERT (no BatchNorm): the bf16 weights end within 0.7% of the fp32 run's distance travelled (L2 over all
   weights) and 5e-4 in max abs after 18 steps; asserted: 5% and 5e-3.
 - tiny ResNet: BatchNorm's backward subtracts batch means from the gradient, so the small gradients of the
-  convolutions inside are mostly cancellation and bf16 moves them by 10-40% of their (tiny) update. What is stable
-  and asserted: the whole parameter vector within 0.1% of its norm (measured 0.02%), the BatchNorm running
-  statistics within 5% of their update (measured 0.3%), the classifier head within 10% (measured 2.4%) and every
-  logged loss within 0.05 (measured 0.01 on losses of ~1.3).
+  convolutions inside are mostly cancellation and bf16 changes them by 10-40% of their (tiny) update; all parameters
+  together end 26% of their update apart (asserted: < 50%; not training at all would be 100%). Tighter and asserted:
+  the BatchNorm running statistics within 5% of their update (measured 0.3%), the classifier head within 10%
+  (measured 2.4%), every logged loss within 0.05 (measured 0.009, on losses of ~1.3).
 """
 
 import math
@@ -203,7 +203,7 @@ def test_bf16_resnet_trains_like_fp32(tmp_path, monkeypatch):
     head = [k for k in params if k.startswith("classifier")]
     assert statistics and head
     assert all(b[k].dtype == torch.float32 for k in statistics)
-    assert distance(a, b, params) < 1e-3 * distance(a, dict.fromkeys(a, 0.0), params)
+    assert distance(a, b, params) < 0.5 * distance(a, initial, params)  # 1.0 would be "did not train at all"
     assert distance(a, b, statistics) < 0.05 * distance(a, initial, statistics)
     assert distance(a, b, head) < 0.1 * distance(a, initial, head)
     for ours, reference in zip(logged(bf16), logged(fp32), strict=True):
