@@ -74,7 +74,102 @@ def preset_values(name: str) -> dict[str, Any]:
 
 
 @dataclass
-class ScrubConfig(TrainingArguments):
+class UnlearningConfig(TrainingArguments):
+    """What every unlearning method here shares on top of `TrainingArguments`.
+
+    The run's length is `num_train_epochs` whole epochs over the forget and/or retain sets (a method's schedule
+    decides which); the retain batch size is `per_device_train_batch_size`, the forget batch size
+    `per_device_forget_batch_size`.
+    """
+
+    per_device_forget_batch_size: int = field(
+        default=16,
+        metadata={
+            "help": "Forget-set batch size per device for the max-steps "
+            "(the retain batch size is per_device_train_batch_size)."
+        },
+    )
+    rewind: bool = field(
+        default=False,
+        metadata={
+            "help": "SCRUB+R: keep the model after every epoch and return the one whose forget error is closest to "
+            "the final model's error on held-out forget-distribution data (privacy-style selective unlearning)."
+        },
+    )
+    history_retain_examples: int = field(
+        default=1000,
+        metadata={
+            "help": "Size of the fixed random retain subset on which the per-epoch retain error is measured "
+            "(-1 = the whole retain set). The forget and forget-validation errors always use the whole sets."
+        },
+    )
+    retain_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Fraction of the retain set visited by the retain steps of each epoch (a fresh random subset "
+            "per epoch). 1.0 is the paper's full pass; smaller values trade fidelity for speed."
+        },
+    )
+    lr_decay_epochs: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Epochs after which the learning rate is multiplied by lr_decay_factor (the paper's step "
+            "decay, e.g. 3). Combines multiplicatively with lr_scheduler_type."
+        },
+    )
+    lr_decay_factor: float = field(
+        default=0.1,
+        metadata={"help": "Multiplier applied to the learning rate after each epoch listed in lr_decay_epochs."},
+    )
+    check_forget_retain_overlap: bool = field(
+        default=True,
+        metadata={
+            "help": "Hash the rows of the forget and retain sets before training and refuse identical rows in both "
+            "(an example cannot be forgotten while it is retained). Costs one pass over the raw data."
+        },
+    )
+    num_train_epochs: float = field(
+        default=5,
+        metadata={"help": "Total number of unlearning epochs (an integer)."},
+    )
+    per_device_train_batch_size: int = field(
+        default=32,
+        metadata={"help": "Retain-set batch size per device."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_train_epochs != int(self.num_train_epochs) or self.num_train_epochs < 1:
+            raise ValueError(
+                f"num_train_epochs counts whole epochs and must be an integer >= 1, got {self.num_train_epochs}."
+            )
+        self.num_train_epochs = int(self.num_train_epochs)
+        if self.per_device_forget_batch_size < 1:
+            raise ValueError(f"per_device_forget_batch_size must be >= 1, got {self.per_device_forget_batch_size}.")
+        if not 0 < self.retain_fraction <= 1:
+            raise ValueError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}.")
+        if self.max_steps > 0:
+            raise ValueError(
+                f"{type(self).__name__} does not take max_steps: the length of an unlearning run is fixed by "
+                "num_train_epochs and the sizes of the forget and retain sets. Use num_train_epochs (and "
+                "retain_fraction to shorten the retain passes)."
+            )
+        for epoch in self.lr_decay_epochs or []:
+            if not 1 <= epoch <= self.num_train_epochs:
+                raise ValueError(f"lr_decay_epochs entries must be in [1, num_train_epochs], got {epoch}.")
+        if self.history_retain_examples < -1:
+            raise ValueError(f"history_retain_examples must be -1 (all) or >= 0, got {self.history_retain_examples}.")
+        if not 0 < self.lr_decay_factor <= 1:
+            raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}.")
+
+
+def _check_temperature(value: float) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"kd_temperature must be a positive number, got {value}.")
+
+
+@dataclass
+class ScrubConfig(UnlearningConfig):
     """Training arguments for `ScrubTrainer`.
 
     The retain batch size is `per_device_train_batch_size` and the total number of SCRUB epochs is
@@ -101,45 +196,6 @@ class ScrubConfig(TrainingArguments):
             "(the paper's `msteps`); must be <= num_train_epochs."
         },
     )
-    per_device_forget_batch_size: int = field(
-        default=16,
-        metadata={
-            "help": "Forget-set batch size per device for the max-steps "
-            "(the retain batch size is per_device_train_batch_size)."
-        },
-    )
-    rewind: bool = field(
-        default=False,
-        metadata={
-            "help": "SCRUB+R: keep the model after every epoch and return the one whose forget error is closest to "
-            "the final model's error on held-out forget-distribution data (privacy-style selective unlearning)."
-        },
-    )
-    history_retain_examples: int = field(
-        default=1000,
-        metadata={
-            "help": "Size of the fixed random retain subset on which the per-epoch retain error is measured "
-            "(-1 = the whole retain set). The forget and forget-validation errors always use the whole sets."
-        },
-    )
-    retain_fraction: float = field(
-        default=1.0,
-        metadata={
-            "help": "Fraction of the retain set visited by the min-steps of each epoch (a fresh random subset per "
-            "epoch). 1.0 is the paper's full pass; smaller values trade fidelity for speed."
-        },
-    )
-    lr_decay_epochs: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "SCRUB epochs after which the learning rate is multiplied by lr_decay_factor (the paper's "
-            "step decay, e.g. 3). Combines multiplicatively with lr_scheduler_type."
-        },
-    )
-    lr_decay_factor: float = field(
-        default=0.1,
-        metadata={"help": "Multiplier applied to the learning rate after each epoch listed in lr_decay_epochs."},
-    )
     cache_teacher_outputs: bool = field(
         default=False,
         metadata={
@@ -148,35 +204,14 @@ class ScrubConfig(TrainingArguments):
             "refused otherwise. Memory: one row of logits per example."
         },
     )
-    check_forget_retain_overlap: bool = field(
-        default=True,
-        metadata={
-            "help": "Hash the rows of the forget and retain sets before training and refuse identical rows in both "
-            "(an example cannot be forgotten while it is retained). Costs one pass over the raw data."
-        },
-    )
-    num_train_epochs: float = field(
-        default=5,
-        metadata={"help": "Total number of SCRUB epochs (an integer); the first forget_epochs include max-steps."},
-    )
-    per_device_train_batch_size: int = field(
-        default=32,
-        metadata={"help": "Retain-set batch size per device for the min-steps."},
-    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not math.isfinite(self.kd_temperature) or self.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature must be a positive number, got {self.kd_temperature}.")
+        _check_temperature(self.kd_temperature)
         for name in ("alpha", "gamma"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
-        if self.num_train_epochs != int(self.num_train_epochs) or self.num_train_epochs < 1:
-            raise ValueError(
-                f"num_train_epochs counts whole SCRUB epochs and must be an integer >= 1, got {self.num_train_epochs}."
-            )
-        self.num_train_epochs = int(self.num_train_epochs)
         if self.forget_epochs < 0:
             raise ValueError(f"forget_epochs must be >= 0, got {self.forget_epochs}.")
         if self.forget_epochs > self.num_train_epochs:
@@ -184,25 +219,43 @@ class ScrubConfig(TrainingArguments):
                 f"forget_epochs ({self.forget_epochs}) > num_train_epochs ({self.num_train_epochs}): every epoch with "
                 "max-steps must also have its retain pass. Raise num_train_epochs or lower forget_epochs."
             )
-        if self.per_device_forget_batch_size < 1:
-            raise ValueError(f"per_device_forget_batch_size must be >= 1, got {self.per_device_forget_batch_size}.")
-        if not 0 < self.retain_fraction <= 1:
-            raise ValueError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}.")
-        if self.max_steps > 0:
-            raise ValueError(
-                "ScrubConfig does not take max_steps: the length of a SCRUB run is fixed by num_train_epochs, "
-                "forget_epochs and the sizes of the forget and retain sets. Use num_train_epochs (and retain_fraction "
-                "to shorten the retain passes)."
-            )
-        for epoch in self.lr_decay_epochs or []:
-            if not 1 <= epoch <= self.num_train_epochs:
-                raise ValueError(f"lr_decay_epochs entries must be in [1, num_train_epochs], got {epoch}.")
-        if self.history_retain_examples < -1:
-            raise ValueError(f"history_retain_examples must be -1 (all) or >= 0, got {self.history_retain_examples}.")
-        if not 0 < self.lr_decay_factor <= 1:
-            raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}.")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ScrubConfig:
         """Build a config from a named preset (`selective`, `class`, `small`); keyword arguments override it."""
         return cls(**{**preset_values(name), **overrides})
+
+
+@dataclass
+class NegGradPlusConfig(UnlearningConfig):
+    """NegGrad+ (Kurmanji et al., 2023): each step pairs a retain and a forget batch,
+    ``beta * CE_retain - (1 - beta) * CE_forget``."""
+
+    beta: float = field(
+        default=0.999,
+        metadata={"help": "Weight of the retain cross-entropy; 1 - beta weighs the forget gradient ascent."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}.")
+
+
+@dataclass
+class BadTeacherConfig(UnlearningConfig):
+    """Bad-Teacher (Chundawat et al., 2023): distil retain examples from the original model and forget examples
+    from a randomly initialised ("incompetent") copy, in mixed batches."""
+
+    kd_temperature: float = field(
+        default=1.0, metadata={"help": "Softmax temperature of the distillation to either teacher."}
+    )
+    retain_fraction: float = field(
+        default=0.3,
+        metadata={"help": "Share of the retain set mixed with the forget set in each epoch (the method uses 30%)."},
+    )
+    num_train_epochs: float = field(default=1, metadata={"help": "Epochs over the mixed forget + retain data."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_temperature(self.kd_temperature)

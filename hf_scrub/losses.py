@@ -68,3 +68,31 @@ def retain_loss(
     distance = kd_distance(student_logits, teacher_logits, temperature)
     ce = cross_entropy_per_item(student_logits, labels)
     return gamma * ce + alpha * distance, ce, distance
+
+
+# ---- baselines (DESIGN §2), same per-item convention --------------------------------------------------------------
+
+
+def neggrad_plus_loss(
+    logits: torch.Tensor, labels: torch.Tensor, is_forget: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """NegGrad+ per item: ``beta * CE`` on retain examples, ``-(1 - beta) * CE`` on forget examples.
+
+    With each set's items weighted by 1 / (its count in the step), the sum is ``beta * mean CE_retain - (1 - beta) *
+    mean CE_forget``: fine-tuning on the retain batch while ascending the forget batch's loss.
+    """
+    ce = cross_entropy_per_item(logits, labels)
+    return torch.where(is_forget, -(1.0 - beta) * ce, beta * ce)
+
+
+def bad_teacher_loss(
+    student_logits: torch.Tensor,
+    competent_logits: torch.Tensor,
+    incompetent_logits: torch.Tensor,
+    is_forget: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Bad-Teacher per item: distance to the randomly initialised teacher on forget examples, to the original model
+    on retain examples (Chundawat et al., 2023), with the same ``T^2 * KL(teacher || student)`` as SCRUB."""
+    teacher_logits = torch.where(is_forget.unsqueeze(-1), incompetent_logits, competent_logits)
+    return kd_distance(student_logits, teacher_logits, temperature)

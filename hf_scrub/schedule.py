@@ -29,10 +29,11 @@ from torch.utils.data import Dataset, Sampler
 
 
 class Phase(IntEnum):
-    """Which SCRUB step an optimizer step is."""
+    """Which data an optimizer step (or an example) comes from."""
 
-    FORGET = 0  # max-step: move away from the teacher on forget data
-    RETAIN = 1  # min-step: CE + stay close to the teacher on retain data
+    FORGET = 0  # SCRUB max-step: move away from the teacher on forget data
+    RETAIN = 1  # SCRUB min-step: CE + stay close to the teacher on retain data
+    MIXED = 2  # a step holding forget and retain examples together (baselines: NegGrad+, Bad-Teacher)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,10 @@ class ScheduledExample:
 
 @dataclass(frozen=True)
 class OptimizerStep:
-    """One optimizer step: ``micro_batches[j][p]`` is micro-batch ``j`` of process ``p``."""
+    """One optimizer step: ``micro_batches[j][p]`` is micro-batch ``j`` of process ``p``.
+
+    ``phase`` is FORGET or RETAIN for a step of one set, MIXED for a step with examples of both.
+    """
 
     epoch: int
     phase: Phase
@@ -116,9 +120,12 @@ def build_schedule(
     gradient_accumulation_steps: int = 1,
     num_processes: int = 1,
     retain_fraction: float = 1.0,
+    retain_passes: bool = True,
     seed: int = 0,
 ) -> list[OptimizerStep]:
     """The whole SCRUB run as optimizer steps, in order; each pass is shuffled by `shuffled_rows`.
+
+    With ``retain_passes=False`` only the forget passes are made (gradient ascent baselines).
 
     The result does not depend on ``num_processes`` or ``gradient_accumulation_steps`` beyond how each step is cut
     into micro-batches: the same examples form the same optimizer steps, which is what makes a multi-process or
@@ -126,7 +133,7 @@ def build_schedule(
     """
     if num_forget < 1 and forget_epochs > 0:
         raise ValueError("The forget set is empty: there is nothing to unlearn.")
-    if num_retain < 1:
+    if num_retain < 1 and retain_passes:
         raise ValueError("The retain set is empty: SCRUB's min-steps need retained data.")
     retain_per_epoch = max(1, math.ceil(retain_fraction * num_retain))
     steps: list[OptimizerStep] = []
@@ -136,10 +143,105 @@ def build_schedule(
             steps += _phase_steps(
                 epoch, Phase.FORGET, order, forget_batch_size, gradient_accumulation_steps, num_processes
             )
+        if not retain_passes:
+            continue
         order = shuffled_rows(num_retain, seed, epoch)[:retain_per_epoch]
         steps += _phase_steps(
             epoch, Phase.RETAIN, order, retain_batch_size, gradient_accumulation_steps, num_processes
         )
+    return steps
+
+
+def _mixed_step(
+    epoch: int,
+    groups: dict[Phase, np.ndarray],
+    per_group_mean: bool,
+    gradient_accumulation_steps: int,
+    num_processes: int,
+) -> OptimizerStep:
+    """One step holding several sets' examples, each set spread evenly over all micro-batches.
+
+    Weights make ``sum(weight * loss)`` the mean over each set separately (``per_group_mean``, e.g. NegGrad+'s two
+    terms) or over the whole step (e.g. Bad-Teacher's batch mean). A micro-batch left empty repeats one example
+    with weight 0.
+    """
+    slots = gradient_accumulation_steps * num_processes
+    total = sum(len(rows) for rows in groups.values())
+    parts: list[list[ScheduledExample]] = [[] for _ in range(slots)]
+    for phase, rows in groups.items():
+        weight = num_processes / (len(rows) if per_group_mean else total)
+        for slot, chunk in enumerate(np.array_split(rows, slots)):
+            parts[slot] += [ScheduledExample(phase, int(row), weight) for row in chunk]
+    first_phase, first_rows = next((phase, rows) for phase, rows in groups.items() if len(rows))
+    padding = [ScheduledExample(first_phase, int(first_rows[0]), 0.0)]
+    micro_batches = tuple(
+        tuple(tuple(parts[j * num_processes + p] or padding) for p in range(num_processes))
+        for j in range(gradient_accumulation_steps)
+    )
+    return OptimizerStep(epoch, Phase.MIXED, micro_batches)
+
+
+def build_paired_schedule(
+    num_forget: int,
+    num_retain: int,
+    *,
+    forget_batch_size: int,
+    retain_batch_size: int,
+    num_epochs: int,
+    gradient_accumulation_steps: int = 1,
+    num_processes: int = 1,
+    seed: int = 0,
+) -> list[OptimizerStep]:
+    """Every step pairs a retain batch with a forget batch (NegGrad+): one pass over the retain set per epoch, the
+    forget set cycled (reshuffled at each wrap) alongside it. Weights average each set separately."""
+    if num_forget < 1 or num_retain < 1:
+        raise ValueError("Paired steps need a non-empty forget set and a non-empty retain set.")
+    slots = gradient_accumulation_steps * num_processes
+    forget_stream: list[int] = []
+    wraps = 0
+    steps = []
+    for epoch in range(1, num_epochs + 1):
+        retain = shuffled_rows(num_retain, seed, epoch)
+        for start in range(0, num_retain, retain_batch_size * slots):
+            need = forget_batch_size * slots
+            while len(forget_stream) < need:
+                wraps += 1
+                forget_stream += shuffled_rows(num_forget, seed + 7919, wraps).tolist()
+            forget, forget_stream = np.array(forget_stream[:need]), forget_stream[need:]
+            groups = {Phase.RETAIN: retain[start : start + retain_batch_size * slots], Phase.FORGET: forget}
+            steps.append(_mixed_step(epoch, groups, True, gradient_accumulation_steps, num_processes))
+    return steps
+
+
+def build_mixed_schedule(
+    num_forget: int,
+    num_retain: int,
+    *,
+    batch_size: int,
+    num_epochs: int,
+    retain_fraction: float = 1.0,
+    gradient_accumulation_steps: int = 1,
+    num_processes: int = 1,
+    seed: int = 0,
+) -> list[OptimizerStep]:
+    """Each epoch, one pass over the shuffled union of the forget set and a random share of the retain set
+    (Bad-Teacher); every step's weights average over all its examples."""
+    retain_per_epoch = max(1, math.ceil(retain_fraction * num_retain))
+    step_size = batch_size * gradient_accumulation_steps * num_processes
+    steps = []
+    for epoch in range(1, num_epochs + 1):
+        retain = shuffled_rows(num_retain, seed, epoch)[:retain_per_epoch]
+        union = [(Phase.FORGET, row) for row in range(num_forget)] + [(Phase.RETAIN, int(r)) for r in retain]
+        order = shuffled_rows(len(union), seed + 104729, epoch)
+        union = [union[i] for i in order]
+        for start in range(0, len(union), step_size):
+            chunk = union[start : start + step_size]
+            groups = {
+                phase: np.array([row for p, row in chunk if p == phase], dtype=np.int64)
+                for phase in (Phase.FORGET, Phase.RETAIN)
+            }
+            groups = {phase: rows for phase, rows in groups.items() if len(rows)}
+            steps.append(_mixed_step(epoch, groups, False, gradient_accumulation_steps, num_processes))
     return steps
 
 
@@ -182,6 +284,7 @@ class ScheduleBatchSampler(Sampler[list[ScheduledExample]]):
 PHASE_KEY = "scrub_phase"
 WEIGHT_KEY = "scrub_weight"
 TEACHER_KEY = "scrub_teacher_logits"
+SOURCE_KEY = "scrub_source"
 
 
 class ScheduledDataset(Dataset):
@@ -204,33 +307,38 @@ class ScheduledDataset(Dataset):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: list[ScheduledExample]) -> list[dict[str, Any]]:
-        # One batched read per micro-batch: a `datasets.Dataset` then runs its transform once on the whole batch.
-        phase = keys[0].phase
-        source = self.sources[phase]
-        rows = [key.row for key in keys]
-        examples = source.__getitems__(rows) if hasattr(source, "__getitems__") else [source[row] for row in rows]
-        tagged = [
-            {**example, PHASE_KEY: int(phase), WEIGHT_KEY: key.weight}
-            for example, key in zip(examples, keys, strict=True)
-        ]
-        if self.teacher_logits is not None:
-            for example, row in zip(tagged, rows, strict=True):
-                example[TEACHER_KEY] = self.teacher_logits[phase][row]
-        return tagged
+        # One batched read per set and micro-batch: a `datasets.Dataset` then runs its transform once per batch.
+        examples: list[dict[str, Any] | None] = [None] * len(keys)
+        for phase in {key.phase for key in keys}:
+            positions = [i for i, key in enumerate(keys) if key.phase == phase]
+            rows = [keys[i].row for i in positions]
+            source = self.sources[phase]
+            fetched = source.__getitems__(rows) if hasattr(source, "__getitems__") else [source[r] for r in rows]
+            for position, row, example in zip(positions, rows, fetched, strict=True):
+                example = {**example, PHASE_KEY: int(phase), WEIGHT_KEY: keys[position].weight}
+                if self.teacher_logits is not None:
+                    example[TEACHER_KEY] = self.teacher_logits[phase][row]
+                examples[position] = example
+        return examples
 
 
 class ScheduleCollator:
-    """Wraps the user's collator: collates the examples, then adds the phase (an int) and the per-example weights."""
+    """Wraps the user's collator: collates the examples, then adds the schedule's tags.
+
+    ``PHASE_KEY``: the micro-batch's set as an int (``Phase.MIXED`` when it holds both); ``SOURCE_KEY``: each
+    example's set; ``WEIGHT_KEY``: each example's loss weight; ``TEACHER_KEY``: cached teacher logits, if any.
+    """
 
     def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
         self.collator = collator
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        phase = features[0][PHASE_KEY]
+        sources = torch.tensor([feature[PHASE_KEY] for feature in features], dtype=torch.long)
         weights = torch.tensor([feature[WEIGHT_KEY] for feature in features], dtype=torch.float32)
         own_keys = (PHASE_KEY, WEIGHT_KEY, TEACHER_KEY)
         batch = dict(self.collator([{k: v for k, v in f.items() if k not in own_keys} for f in features]))
-        batch[PHASE_KEY] = phase
+        batch[PHASE_KEY] = int(sources[0]) if bool((sources == sources[0]).all()) else int(Phase.MIXED)
+        batch[SOURCE_KEY] = sources
         batch[WEIGHT_KEY] = weights
         if TEACHER_KEY in features[0]:
             batch[TEACHER_KEY] = torch.stack([feature[TEACHER_KEY] for feature in features])

@@ -1,0 +1,408 @@
+"""`UnlearningTrainer`: the Trainer plumbing every unlearning method here shares.
+
+A method (SCRUB in `hf_scrub.trainer`, the baselines in `hf_scrub.baselines`) says two things:
+- its schedule (`build_schedule`): which forget / retain examples form each optimizer step (`hf_scrub.schedule`);
+- its per-example loss (`unlearning_loss`).
+
+This class feeds the schedule to the Trainer's own loop as one pass of phase-tagged micro-batches, weights each
+example so that a step's loss is exactly its mean whatever the accumulation or number of processes, logs per-method
+metrics, keeps the per-epoch forget / retain / forget-validation errors in the trainer state, implements SCRUB+R's
+rewind, and stops on a non-finite loss. The Trainer's loop itself is not overridden.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+from .config import UnlearningConfig
+from .data import check_disjoint, check_label_range
+from .evaluation import predict_splits
+from .rewind import choose_rewind_epoch
+from .schedule import (
+    PHASE_KEY,
+    SOURCE_KEY,
+    TEACHER_KEY,
+    WEIGHT_KEY,
+    OptimizerStep,
+    Phase,
+    ScheduleBatchSampler,
+    ScheduleCollator,
+    ScheduledDataset,
+    epoch_progress,
+)
+from .teacher import wrap_with_adapters
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Tags:
+    """What the schedule attached to a micro-batch, besides the model inputs."""
+
+    labels: torch.Tensor
+    sources: torch.Tensor  # each example's set (Phase.FORGET / Phase.RETAIN)
+    real: torch.Tensor  # False for padding examples (weight 0), which no metric should count
+    phase: Phase  # the micro-batch's set, Phase.MIXED when it holds both
+    teacher_logits: torch.Tensor | None  # cached teacher outputs, when the method caches them
+
+
+class _EpochCallback(TrainerCallback):
+    """Epoch bookkeeping on top of the Trainer's single pass over the schedule.
+
+    The Trainer sees the whole run as one epoch (see `UnlearningTrainer.set_initial_training_values`), so its own
+    `on_epoch_end` fires once, at the very end. This callback keeps `state.epoch` in unlearning epochs, fires
+    epoch-strategy logging/evaluation/saving at the earlier epoch ends, records the per-epoch errors (epoch 0 = the
+    original model) and, for SCRUB+R, rewinds at the end of training.
+    """
+
+    def __init__(self, trainer: UnlearningTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self.trainer.scrub_history:  # a resumed run already has its earlier epochs in the log history
+            self.trainer.record_epoch(0)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        schedule = self.trainer.schedule
+        step = state.global_step  # optimizer steps done
+        state.epoch = self.trainer.epoch_progress[step - 1]
+        if step < len(schedule) and schedule[step].epoch == schedule[step - 1].epoch:
+            return control
+        should_log = control.should_log  # record_epoch logs, and logging resets the flag for this step's own log
+        self.trainer.record_epoch(schedule[step - 1].epoch)
+        control.should_log = should_log
+        if step < len(schedule):  # the final epoch end is the Trainer's own on_epoch_end
+            control.should_log |= args.logging_strategy == IntervalStrategy.EPOCH
+            control.should_evaluate |= args.eval_strategy == IntervalStrategy.EPOCH
+            control.should_save |= args.save_strategy == SaveStrategy.EPOCH
+        return control
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if args.rewind:
+            self.trainer.rewind()
+
+
+class UnlearningTrainer(Trainer):
+    """Base class: forget/retain data, schedule, per-example weighting, history, rewind. See the module docstring.
+
+    Args:
+        model: the original model (trained on all data); it is updated in place.
+        args: an `UnlearningConfig` (or the method's subclass of it).
+        forget_dataset: the examples to forget.
+        retain_dataset: the examples to keep; also the Trainer's `train_dataset`.
+        forget_validation_dataset: held-out examples from the forget set's distribution (e.g. test examples of the
+            forgotten classes): its error is recorded every epoch, and SCRUB+R (`args.rewind`) needs it.
+        peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`): wrap `model` with fresh adapters and train only them.
+        eval_dataset, data_collator, processing_class, **kwargs: as for `transformers.Trainer`.
+    """
+
+    config_class: type[UnlearningConfig] = UnlearningConfig
+    phase_names = {Phase.FORGET: "a forget step", Phase.RETAIN: "a retain step", Phase.MIXED: "a mixed step"}
+    # compute_loss weights every item by (num_processes / items in its optimizer step), so the sum over the
+    # micro-batches of a step is already the step's mean: the Trainer must not divide by the accumulation steps.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: UnlearningConfig,
+        forget_dataset: Any,
+        retain_dataset: Any,
+        forget_validation_dataset: Any = None,
+        eval_dataset: Any = None,
+        data_collator: Any = None,
+        processing_class: Any = None,
+        peft_config: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__} for `args`, got {type(args).__name__}."
+            )
+        if "train_dataset" in kwargs:
+            raise TypeError(
+                f"{type(self).__name__} takes `retain_dataset` (and `forget_dataset`), not `train_dataset`."
+            )
+        if forget_dataset is None or len(forget_dataset) == 0:
+            raise ValueError("The forget set is empty: there is nothing to unlearn. Check how it was selected.")
+        if retain_dataset is None or len(retain_dataset) == 0:
+            raise ValueError("The retain set is empty: unlearning needs the data the model should keep.")
+        num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        if num_labels is not None:
+            check_label_range(forget_dataset, num_labels, "forget")
+            check_label_range(retain_dataset, num_labels, "retain")
+        if args.check_forget_retain_overlap:
+            check_disjoint(forget_dataset, retain_dataset)
+        if args.rewind and (forget_validation_dataset is None or len(forget_validation_dataset) == 0):
+            raise ValueError(
+                "rewind=True (SCRUB+R) needs a non-empty forget_validation_dataset: held-out examples from the forget "
+                "set's distribution, e.g. `make_unlearning_splits(...).forget_validation`."
+            )
+        if peft_config is not None:
+            model = wrap_with_adapters(model, peft_config, activation_checkpointing=args.activation_checkpointing)
+        # Before the Trainer touches the model (device placement, wrapping, training): e.g. copy the teacher.
+        self.setup_original(model, args, num_labels)
+        self.forget_dataset = forget_dataset
+        self.forget_validation_dataset = forget_validation_dataset
+        self.rewind_epoch: int | None = None
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=retain_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=data_collator,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # compute_loss never forwards `num_items_in_batch` to the model; stop the Trainer from counting items.
+        self.model_accepts_loss_kwargs = False
+        self.place_teachers()
+        self.schedule: list[OptimizerStep] = []
+        self.epoch_progress: list[float] = []
+        self._metric_sums: dict[str, torch.Tensor] = {}
+        self.add_callback(_EpochCallback(self))
+
+    # ---- what a method provides -----------------------------------------------------------------------------
+
+    def setup_original(self, model: nn.Module, args: UnlearningConfig, num_labels: int | None) -> None:
+        """Called with the original model before the Trainer exists (e.g. to copy a teacher). Default: nothing."""
+
+    def place_teachers(self) -> None:
+        """Called once the accelerator exists (e.g. to place a teacher on the device). Default: nothing."""
+
+    def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
+        """The method's optimizer steps (see `hf_scrub.schedule`)."""
+        raise NotImplementedError
+
+    def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
+        """Per-example losses (the base class applies the schedule's weights) and the student's outputs."""
+        raise NotImplementedError
+
+    def teacher_logits_cache(self, forget_dataset: Any, retain_dataset: Any) -> dict[Phase, torch.Tensor] | None:
+        """Per-set teacher logits computed before training, or None to compute them in every step."""
+        return None
+
+    # ---- schedule -------------------------------------------------------------------------------------------
+
+    def get_train_dataloader(self) -> DataLoader:
+        """The whole run as one dataloader of phase-tagged micro-batches, sharded by accelerate."""
+        args = self.args
+        forget_dataset = self._drop_unused_columns(self.forget_dataset, "forget")
+        retain_dataset = self._drop_unused_columns(self.train_dataset, "retain")
+        self.schedule = self.build_schedule(len(forget_dataset), len(retain_dataset))
+        self.epoch_progress = epoch_progress(self.schedule)
+        dataloader = DataLoader(
+            ScheduledDataset(
+                forget_dataset, retain_dataset, self.teacher_logits_cache(forget_dataset, retain_dataset)
+            ),
+            batch_sampler=ScheduleBatchSampler(self.schedule),
+            collate_fn=ScheduleCollator(self.data_collator),
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
+        )
+        return self.accelerator.prepare(dataloader)
+
+    @property
+    def schedule_seed(self) -> int:
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+    def _drop_unused_columns(self, dataset: Any, description: str) -> Any:
+        if self.args.remove_unused_columns and isinstance(dataset, datasets.Dataset):
+            return self._remove_unused_columns(dataset, description=description)
+        return dataset
+
+    def set_initial_training_values(self, args: TrainingArguments, dataloader: DataLoader) -> tuple:
+        """The Trainer runs the schedule as a single epoch of `len(schedule)` optimizer steps."""
+        values = list(super().set_initial_training_values(args, dataloader))
+        num_steps = len(self.schedule)
+        values[0] = 1  # loop epochs
+        values[1] = num_steps  # update steps per epoch
+        values[3] = sum(step.num_examples for step in self.schedule)  # samples seen
+        values[6] = num_steps  # max_steps
+        counts = {phase: sum(step.phase is phase for step in self.schedule) for phase in Phase}
+        logger.info(
+            "%s schedule: %d epochs, %d optimizer steps (%d forget, %d retain, %d mixed)",
+            type(self).__name__,
+            int(args.num_train_epochs),
+            num_steps,
+            *counts.values(),
+        )
+        return tuple(values)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """The configured LR schedule, times the paper's step decay after each epoch in `lr_decay_epochs`."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        decay_epochs = self.args.lr_decay_epochs
+        if decay_epochs and not getattr(scheduler, "_scrub_decay", False):
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise ValueError(
+                    f"lr_decay_epochs needs a LambdaLR-based lr_scheduler_type, not {self.args.lr_scheduler_type}."
+                )
+            epochs = [step.epoch for step in self.schedule]
+            factor = self.args.lr_decay_factor
+
+            def decay(step: int) -> float:
+                epoch = epochs[min(step, len(epochs) - 1)]
+                return factor ** sum(epoch > d for d in decay_epochs)
+
+            scheduler.lr_lambdas = [lambda step, f=f: f(step) * decay(step) for f in scheduler.lr_lambdas]
+            scheduler._scrub_decay = True
+        return scheduler
+
+    # ---- per-epoch history and SCRUB+R ---------------------------------------------------------------------
+
+    @property
+    def scrub_history(self) -> list[dict[str, float]]:
+        """Per-epoch errors (epoch 0 = original model), kept in `state.log_history` so checkpoints carry them."""
+        by_epoch = {entry["scrub_epoch"]: entry for entry in self.state.log_history if "scrub_epoch" in entry}
+        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+    def _history_datasets(self) -> dict[str, Any]:
+        retain = self.train_dataset
+        size = self.args.history_retain_examples
+        if 0 <= size < len(retain):
+            rows = np.sort(np.random.default_rng(self.args.seed).choice(len(retain), size, replace=False))
+            retain = (
+                retain.select(rows)
+                if isinstance(retain, datasets.Dataset)
+                else torch.utils.data.Subset(retain, rows.tolist())
+            )
+        splits = {"forget": self.forget_dataset, "retain": retain, "forget_validation": self.forget_validation_dataset}
+        return {name: split for name, split in splits.items() if split is not None and len(split) > 0}
+
+    def record_epoch(self, epoch: int) -> None:
+        """Log the forget / retain / forget-validation error of the current model as epoch `epoch`."""
+        predictions = predict_splits(self, self._history_datasets())
+        entry: dict[str, float] = {"scrub_epoch": epoch}
+        for name, split in predictions.items():
+            entry[f"{name}_error"] = float(np.mean(split.predictions != split.labels))
+        self.log(entry)
+        if self.args.rewind:
+            self._save_rewind_candidate(epoch)
+
+    @property
+    def _rewind_dir(self) -> Path:
+        return Path(self.args.output_dir) / "rewind"
+
+    def _candidate_state(self) -> dict[str, torch.Tensor]:
+        """What changes during unlearning: trainable parameters and buffers (BatchNorm statistics), on CPU."""
+        model = self.accelerator.unwrap_model(self.model)
+        changing = {name for name, p in model.named_parameters() if p.requires_grad}
+        changing |= {name for name, _ in model.named_buffers()}
+        return {
+            name: tensor.detach().to("cpu", copy=True).contiguous()
+            for name, tensor in model.state_dict().items()
+            if name in changing  # non-persistent buffers (e.g. position ids) are not in the state dict
+        }
+
+    def _save_rewind_candidate(self, epoch: int) -> None:
+        state = self._candidate_state()
+        if self.is_world_process_zero():
+            self._rewind_dir.mkdir(parents=True, exist_ok=True)
+            save_file(state, str(self._rewind_dir / f"epoch-{epoch}.safetensors"))
+        self.accelerator.wait_for_everyone()
+
+    def rewind(self) -> int:
+        """SCRUB+R: restore the epoch whose forget error is closest to the final forget-validation error."""
+        history = self.scrub_history
+        reference = history[-1]["forget_validation_error"]
+        chosen = choose_rewind_epoch([entry["forget_error"] for entry in history], reference)
+        self.rewind_epoch = history[chosen]["scrub_epoch"]
+        if chosen != len(history) - 1:
+            state = load_file(str(self._rewind_dir / f"epoch-{self.rewind_epoch}.safetensors"))
+            model = self.accelerator.unwrap_model(self.model)
+            unexpected = set(state) - set(model.state_dict())
+            if unexpected:
+                raise RuntimeError(f"Rewind candidate does not match the model: keys {sorted(unexpected)[:5]}")
+            model.load_state_dict(state, strict=False)
+        self.log({"rewind_epoch": self.rewind_epoch, "rewind_reference_error": reference})
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            shutil.rmtree(self._rewind_dir, ignore_errors=True)
+        return self.rewind_epoch
+
+    # ---- loss -----------------------------------------------------------------------------------------------
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """The method's per-example losses, weighted by the schedule. Untagged batches (evaluation, prediction)
+        get the model's own loss."""
+        if PHASE_KEY not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        weights = inputs.pop(WEIGHT_KEY)
+        tags = Tags(
+            labels=inputs.pop("labels"),
+            sources=inputs.pop(SOURCE_KEY),
+            real=weights > 0,
+            phase=Phase(inputs.pop(PHASE_KEY)),
+            teacher_logits=inputs.pop(TEACHER_KEY, None),
+        )
+        per_item, outputs = self.unlearning_loss(model, inputs, tags)
+        loss = (per_item * weights).sum()
+        self._raise_if_not_finite(loss, tags.phase)
+        return (loss, outputs) if return_outputs else loss
+
+    def record_metric(self, name: str, values: torch.Tensor, mask: torch.Tensor) -> None:
+        """Accumulate `values` over the examples where `mask` holds; logged as their mean at the next training log.
+
+        Every process must record the same names in the same steps (they do: all are in the same phase).
+        """
+        with torch.no_grad():
+            sums = self._metric_sums.setdefault(name, torch.zeros(2, device=values.device))
+            mask = mask.to(values.dtype)
+            sums[0] += (values.detach().float() * mask).sum()
+            sums[1] += mask.sum()
+
+    def _raise_if_not_finite(self, loss: torch.Tensor, phase: Phase) -> None:
+        """Stop at once, naming where, instead of letting the Trainer's NaN filter train on silently."""
+        finite = torch.isfinite(loss.detach()).float()
+        if self.accelerator.num_processes > 1:  # every rank must stop, or the others hang in the next all-reduce
+            finite = self.accelerator.reduce(finite, reduction="min")
+        if not finite.item():
+            step = self.state.global_step
+            epoch = self.schedule[min(step, len(self.schedule) - 1)].epoch if self.schedule else 0
+            raise FloatingPointError(
+                f"The unlearning loss is not finite ({loss.item()}) at epoch {epoch}, optimizer step {step + 1} "
+                f"({self.phase_names[phase]}). Training stopped; earlier checkpoints are intact. Lower learning_rate, "
+                "enable gradient clipping (max_grad_norm), or lower the forget pressure."
+            )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the method's metrics (means since the last training log) to training logs."""
+        if "loss" in logs and self._metric_sums:
+            names = sorted(self._metric_sums)
+            sums = torch.stack([self._metric_sums[name] for name in names])
+            if self.accelerator.num_processes > 1:
+                sums = self.accelerator.reduce(sums, reduction="sum")
+            for name, (total, count) in zip(names, sums.tolist(), strict=True):
+                if count > 0:
+                    logs[name] = total / count
+            self._metric_sums = {}
+        super().log(logs, start_time)
