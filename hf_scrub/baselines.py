@@ -122,8 +122,26 @@ class BadTeacherTrainer(UnlearningTrainer):
         return per_item, outputs
 
 
-# `--method` name -> (trainer class, config class)
+def fresh_model_like(model: nn.Module, seed: int, init_from: str | None = None) -> nn.Module:
+    """The Retrain baseline's starting point: the original's architecture and init recipe, none of its training.
+
+    `init_from` (a pretrained checkpoint the original was fine-tuned from) gives that checkpoint with a new head;
+    without it the model is initialised from its config, as a model trained from scratch was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if init_from is None:
+            return type(model)(model.config)
+        config = model.config
+        return type(model).from_pretrained(
+            init_from, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id,
+            ignore_mismatched_sizes=True,
+        )  # fmt: skip
+
+
+# `--method` name -> (trainer class, config class); "retrain" is fine-tuning a fresh model on the retain set.
 METHODS: dict[str, tuple[type[UnlearningTrainer], type[UnlearningConfig]]] = {
+    "retrain": (FinetuneTrainer, UnlearningConfig),
     "finetune": (FinetuneTrainer, UnlearningConfig),
     "neggrad": (NegGradTrainer, UnlearningConfig),
     "neggrad_plus": (NegGradPlusTrainer, NegGradPlusConfig),

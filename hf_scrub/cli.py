@@ -17,10 +17,12 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from .config import preset_values
+from .baselines import METHODS
+from .config import ScrubConfig, preset_values
 from .pipeline import ScriptArguments, run_unlearning
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+METHOD_CONFIGS = {"scrub": ScrubConfig, **{name: config for name, (_, config) in METHODS.items()}}
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -32,20 +34,24 @@ def _read_config_file(path: str) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
-    """Parse `argv` (without the program name) into `(ScriptArguments, ScrubConfig)`."""
-    from .config import ScrubConfig
-
+    """Parse `argv` (without the program name) into `(ScriptArguments, <the method's config>)`."""
     if argv and argv[0].endswith(CONFIG_SUFFIXES):  # `scrub.py run.yaml [--flag value ...]`
         argv = ["--config", *argv]
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--preset")
+    pre.add_argument("--method")
     known, rest = pre.parse_known_args(argv)
     file_values = _read_config_file(known.config) if known.config else {}
     preset = known.preset or file_values.get("preset")
-    defaults = {**(preset_values(preset) if preset else {}), **file_values, "preset": preset}
+    method = known.method or file_values.get("method", "scrub")
+    if method not in METHOD_CONFIGS:
+        raise ValueError(f"Unknown --method {method!r}; choose one of {sorted(METHOD_CONFIGS)}.")
+    if preset and method != "scrub":
+        raise ValueError(f"--preset {preset} holds SCRUB settings; it applies to --method scrub, not {method}.")
+    defaults = {**(preset_values(preset) if preset else {}), **file_values, "preset": preset, "method": method}
 
-    parser = HfArgumentParser((ScriptArguments, ScrubConfig))
+    parser = HfArgumentParser((ScriptArguments, METHOD_CONFIGS[method]))
     known_dests = {action.dest for action in parser._actions}
     unknown = sorted(set(defaults) - known_dests)
     if unknown:

@@ -19,8 +19,9 @@ import datasets
 from transformers import set_seed
 
 from . import __version__
+from .baselines import METHODS, fresh_model_like
 from .card import write_card
-from .config import ScrubConfig
+from .config import UnlearningConfig
 from .data import UnlearningSplits, make_unlearning_splits, require_columns
 from .evaluation import evaluate_model, prediction_trainer
 from .hub import push_folder_to_hub
@@ -34,6 +35,7 @@ from .tasks import (
     prepare_dataset,
 )
 from .trainer import ScrubTrainer
+from .unlearning_trainer import UnlearningTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ REPORTED_HYPERPARAMETERS = (
     "max_grad_norm",
     "lr_scheduler_type",
     "retain_fraction",
+    "beta",
     "rewind",
     "seed",
 )
@@ -62,6 +65,20 @@ REPORTED_HYPERPARAMETERS = (
 class ScriptArguments:
     """What to unlearn from which model. Training hyperparameters live in `ScrubConfig`."""
 
+    method: str = field(
+        default="scrub",
+        metadata={
+            "help": "Unlearning method: scrub, or a baseline: retrain (from scratch on the retain set), finetune, "
+            "neggrad, neggrad_plus, bad_teacher."
+        },
+    )
+    retrain_init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "--method retrain: the pretrained checkpoint the original was fine-tuned from (a new head is "
+            "added); without it the retrained model is initialised from the original's config."
+        },
+    )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "The original model: a Hub model id or a local folder (never written to)."}
     )
@@ -147,7 +164,7 @@ def check_output_dir(output_dir: str, model_name_or_path: str) -> None:
             )
 
 
-def write_outputs(trainer: ScrubTrainer, processor: Any, results: dict[str, Any], output_dir: str) -> None:
+def write_outputs(trainer: UnlearningTrainer, processor: Any, results: dict[str, Any], output_dir: str) -> None:
     """Write model, processor, evaluation card, plot and results completely or not at all.
 
     Everything is first written to a staging folder inside `output_dir`, then moved into place file by file with
@@ -216,7 +233,7 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
     return splits, task
 
 
-def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[str, Any]:
+def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> dict[str, Any]:
     """Unlearn, evaluate before/after (and a retrained model), save to `config.output_dir`, optionally push.
 
     Returns the results written to `unlearning_results.json`.
@@ -252,8 +269,12 @@ def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[st
         "forget_validation": prepare(splits.forget_validation),
     }
     collator = data_collator_for(task, processor)
-    trainer = ScrubTrainer(
-        model=model,
+    trainer_class = ScrubTrainer if script_args.method == "scrub" else METHODS[script_args.method][0]
+    student = model
+    if script_args.method == "retrain":
+        student = fresh_model_like(model, config.seed, script_args.retrain_init_from)
+    trainer = trainer_class(
+        model=student,
         args=config,
         forget_dataset=eval_splits["forget"],
         retain_dataset=eval_splits["retain"],
@@ -261,7 +282,8 @@ def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[st
         data_collator=collator,
         processing_class=processor,
     )
-    reports = {"original": evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)}
+    original_trainer = trainer if student is model else prediction_trainer(model, config, collator, processor)
+    reports = {"original": evaluate_model(original_trainer, eval_splits, splits.forget_classes, config.seed)}
     start = time.perf_counter()
     trainer.train()
     unlearning_seconds = time.perf_counter() - start
@@ -273,7 +295,7 @@ def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[st
         reports["retrain"] = evaluate_model(retrain_trainer, eval_splits, splits.forget_classes, config.seed)
 
     results: dict[str, Any] = {
-        "method": "scrub",
+        "method": script_args.method,
         "task": task,
         "model": script_args.model_name_or_path,
         "forget": splits.describe(),
@@ -284,7 +306,7 @@ def run_unlearning(script_args: ScriptArguments, config: ScrubConfig) -> dict[st
             {"epoch": entry["scrub_epoch"], **{k: v for k, v in entry.items() if k.endswith("_error")}}
             for entry in trainer.scrub_history
         ],
-        "hyperparameters": {key: getattr(config, key) for key in REPORTED_HYPERPARAMETERS}
+        "hyperparameters": {key: getattr(config, key) for key in REPORTED_HYPERPARAMETERS if hasattr(config, key)}
         | {"preset": script_args.preset},
         "hf_scrub_version": __version__,
     }
