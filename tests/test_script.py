@@ -129,9 +129,9 @@ def run_script(args, cwd, launcher=(sys.executable,)):
 SCRUB_FLAGS = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no"]
 
 
-def check_results(output_dir: Path, task: str, forget_type: str, num_forget: int) -> dict:
+def check_results(output_dir: Path, task: str, forget_type: str, num_forget: int, method: str = "scrub") -> dict:
     results = json.loads((output_dir / "unlearning_results.json").read_text())
-    assert results["method"] == "scrub" and results["task"] == task
+    assert results["method"] == method and results["task"] == task
     assert results["forget"]["type"] == forget_type and results["forget"]["num_examples"] == num_forget
     for model in ("original", "unlearned"):
         for key in ("forget_accuracy", "retain_accuracy", "test_accuracy"):
@@ -274,3 +274,23 @@ def test_num_labels_mismatch_is_refused_before_training(digits_assets, tmp_path)
     assert result.returncode != 0
     assert "The model has num_labels=10 but the dataset's 'label' column has 3 classes" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("method", "flags"), [
+    ("retrain", ["--num_train_epochs", "3", "--learning_rate", "3e-3"]),
+    ("neggrad", ["--num_train_epochs", "1", "--learning_rate", "0.01", "--per_device_forget_batch_size", "32"]),
+])  # fmt: skip
+def test_baseline_methods_through_the_same_pipeline(digits_assets, tmp_path, method, flags):
+    model_dir, data_dir = digits_assets
+    run_script(
+        ["--method", method, "--model_name_or_path", model_dir, "--dataset_name", data_dir, "--forget_classes", "3",
+         "--output_dir", tmp_path / "out", "--per_device_train_batch_size", "64", *flags, *SCRUB_FLAGS],
+        cwd=tmp_path,
+    )  # fmt: skip
+    results = check_results(tmp_path / "out", "image-classification", "class", 146, method=method)
+    assert results["original"]["forget_accuracy"] > 0.8
+    if method == "retrain":  # trained from scratch without a single "3": it cannot recognise them
+        assert results["unlearned"]["forget_accuracy"] <= 0.02
+        assert results["unlearned"]["test_retain_classes_accuracy"] > 0.5
+    else:  # gradient ascent on the threes pushes their accuracy down
+        assert results["unlearned"]["forget_accuracy"] < results["original"]["forget_accuracy"]
