@@ -46,8 +46,8 @@ class FrozenTeacher:
         self.module = module.eval()
 
     def prepare(self, accelerator: Any) -> None:
-        """Place the teacher the way the student's accelerator runs (device, autocast); evaluation only."""
-        self.module = accelerator.prepare_model(self.module, evaluation_mode=True).eval()
+        """Place the teacher the way the student runs; evaluation only (no DDP wrapper, no optimizer)."""
+        self.module = place_frozen_model(self.module, accelerator).eval()
 
     @torch.no_grad()
     def logits(self, student: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
@@ -77,6 +77,63 @@ class AdapterDisabledTeacher:
             peft_model.train(was_training)
 
     num_outputs = None  # same module as the student: sizes match by construction
+
+
+def place_frozen_model(module: nn.Module, accelerator: Any) -> nn.Module:
+    """Shard a frozen model like the student under DeepSpeed ZeRO-3 / FSDP; elsewhere, device and autocast.
+
+    Under FSDP and ZeRO-3 the student's parameters are sharded across processes; a teacher held whole on every
+    process would defeat the point (and FSDP2 cannot mix its DTensors with plain tensors), so the teacher is sharded
+    too, the way TRL prepares its reference models, with no optimizer state.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return _deepspeed_inference_engine(module, accelerator)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return _fsdp_shard(module, accelerator)
+    return accelerator.prepare_model(module, evaluation_mode=True)
+
+
+def _deepspeed_inference_engine(module: nn.Module, accelerator: Any) -> nn.Module:
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    config["train_micro_batch_size_per_gpu"] = accelerator.state.deepspeed_plugin.deepspeed_config.get(
+        "train_micro_batch_size_per_gpu", 1
+    )
+    if config.get("zero_optimization", {}).get("stage") != 3:  # only ZeRO-3 shards parameters
+        config.setdefault("zero_optimization", {})["stage"] = 0
+    engine, *_ = deepspeed.initialize(model=module, config=config)
+    return engine
+
+
+def _fsdp_shard(module: nn.Module, accelerator: Any) -> nn.Module:
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.fsdp_version == 2:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        fully_shard(
+            module.to(accelerator.device),
+            reshard_after_forward=plugin.reshard_after_forward,
+            mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy(),
+            offload_policy=plugin.cpu_offload,
+        )
+        return module
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    plugin.set_auto_wrap_policy(module)
+    return FullyShardedDataParallel(
+        module,
+        sharding_strategy=plugin.sharding_strategy or plugin.reshard_after_forward,
+        cpu_offload=plugin.cpu_offload,
+        auto_wrap_policy=plugin.auto_wrap_policy,
+        mixed_precision=plugin.mixed_precision_policy,
+        use_orig_params=plugin.use_orig_params,
+        device_id=accelerator.device,
+    )
 
 
 def _has_input_embeddings(model: nn.Module) -> bool:
@@ -110,4 +167,11 @@ def build_teacher(model: nn.Module, teacher_model: nn.Module | None) -> FrozenTe
             "The peft model's adapters are already trained, so disabling them would not give the original model; "
             "the teacher is a deep copy instead (more memory). Pass teacher_model to control this."
         )
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():  # a deep copy of a ZeRO-3-partitioned model holds empty shards
+        source = getattr(model.config, "_name_or_path", "")
+        if not source:
+            raise ValueError("Under DeepSpeed ZeRO-3 pass teacher_model (the original model, loaded separately).")
+        return FrozenTeacher(type(model).from_pretrained(source))
     return FrozenTeacher(copy.deepcopy(model))
