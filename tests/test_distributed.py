@@ -1,9 +1,10 @@
-"""A real 2-process DDP run (gloo on CPU, `torchrun`) against the same run in one process with the same global batch.
+"""A real 2-process DDP run (gloo on CPU, `torchrun`) against the same run in one process with the same global batch;
+and the accelerate config files in configs/accelerate/, read the way `accelerate launch` reads them.
 
 `tests/launch/ddp_scrub.py` trains the dropout-free tiny BERT with plain SGD (no clipping, so a loss or gradient off
 by the number of processes shows in the weights; Adam would normalise such a factor away) and writes, per rank and
-per gradient-accumulation value, the final weights and a JSON of what ran. Both launches start at once and run in
-about 25 s together on 2 cores.
+per gradient-accumulation value, the final weights and a JSON of what ran. Both launches start at once and take
+30-40 s together on 2 cores.
 
 Tolerances. DDP averages two partial gradient sums where one process sums the whole batch: the same numbers added
 in another order, so float32 round-off (~1e-7 relative per step) is the only expected difference. Measured: weights
@@ -25,8 +26,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "launch" / "ddp_scrub.py"
@@ -83,12 +82,16 @@ def runs(tmp_path_factory):
     }
     try:
         for n, proc in procs.items():
-            returncode = proc.wait(timeout=85)
+            returncode = proc.wait(timeout=max(1.0, start + 85 - time.perf_counter()))
             assert returncode == 0, f"{n}-process launch failed:\n" + (out / f"launch{n}.log").read_text()[-4000:]
     finally:
         for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
+            if proc.poll() is None:  # SIGTERM: torchrun then stops its workers (SIGKILL would orphan them)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         for log in logs.values():
             log.close()
     loaded = {(1, 1): load_run(out / "one" / "ga1", 1)}
@@ -98,6 +101,7 @@ def runs(tmp_path_factory):
     return loaded
 
 
+@pytest.mark.slow
 def test_launches_are_one_real_two_rank_ddp_run(runs):
     (single,), _ = runs[(1, 1)]
     assert single["num_processes"] == 1 and not single["ddp_wrapped"]
@@ -121,6 +125,7 @@ def test_launches_are_one_real_two_rank_ddp_run(runs):
             assert result["global_step"] == single["global_step"] == 18  # 3 + 4 steps x 2 epochs, then 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", ACCUMULATION)
 def test_both_ranks_end_with_identical_weights(runs, accumulation):
     _, (rank0, rank1) = runs[(2, accumulation)]
@@ -129,6 +134,7 @@ def test_both_ranks_end_with_identical_weights(runs, accumulation):
         assert torch.equal(rank0[name], rank1[name]), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", ACCUMULATION)
 def test_two_processes_equal_one_process_with_the_same_global_batch(runs, accumulation):
     _, (single,) = runs[(1, 1)]
@@ -141,6 +147,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(runs, accumu
         torch.testing.assert_close(rank0[name], single[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", ACCUMULATION)
 def test_logged_losses_are_not_multiplied_by_the_number_of_processes(runs, accumulation):
     # average_tokens_across_devices=True is set explicitly: with it, transformers 5.24 multiplies a loss computed
@@ -159,6 +166,7 @@ def test_logged_losses_are_not_multiplied_by_the_number_of_processes(runs, accum
     assert any(entry.get("forget_kl", 0) > 1e-3 for entry in single["train_logs"])  # the max-steps did something
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", ACCUMULATION)
 def test_every_rank_runs_the_same_phase_at_every_micro_step(runs, accumulation):
     (single,), _ = runs[(1, 1)]
@@ -177,6 +185,7 @@ def test_every_rank_runs_the_same_phase_at_every_micro_step(runs, accumulation):
     assert totals == pytest.approx(dict.fromkeys(range(18), 2.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", ACCUMULATION)
 def test_per_epoch_history_is_identical_on_ranks_and_to_one_process(runs, accumulation):
     (single,), _ = runs[(1, 1)]
@@ -187,6 +196,7 @@ def test_per_epoch_history_is_identical_on_ranks_and_to_one_process(runs, accumu
     assert len({entry["forget_error"] for entry in single["scrub_history"]}) > 1  # the errors did change
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", ACCUMULATION)
 def test_evaluate_model_gathers_each_example_once(runs, accumulation):
     (single,), _ = runs[(1, 1)]
@@ -199,3 +209,80 @@ def test_evaluate_model_gathers_each_example_once(runs, accumulation):
     assert {"forget_accuracy", "test_accuracy", "mia"} <= reference.keys()
     for key, value in reference.items():
         assert results[0]["eval_report"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+# ---- configs/accelerate: what `accelerate launch --config_file F` would run (no GPU needed to check) ----------------
+
+CONFIGS = ROOT / "configs" / "accelerate"
+
+
+def launch_environment(name: str) -> tuple:
+    """(parsed config, launch arguments, environment) as `accelerate launch --config_file` prepares them."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    path = str(CONFIGS / name)
+    config = load_config_from_file(path)
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", path, "x.py"]))
+    if args.use_deepspeed:  # as `launch_command` does before preparing the DeepSpeed environment
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+    elif args.multi_gpu or args.use_fsdp:
+        env = prepare_multi_gpu_env(args)
+    else:
+        env = {}
+    return config, args, env
+
+
+def test_every_accelerate_config_has_a_usage_header_and_is_checked():
+    names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+    assert names == ["deepspeed_zero3.yaml", "fsdp2.yaml", "multi_gpu_ddp.yaml", "single_gpu.yaml"]
+    for name in names:
+        header = (CONFIGS / name).read_text().split("\ncompute_environment")[0]
+        assert f"accelerate launch --config_file configs/accelerate/{name} scripts/scrub.py" in header
+
+
+def test_single_gpu_and_ddp_configs():
+    config, args, _ = launch_environment("single_gpu.yaml")
+    assert (str(config.distributed_type), config.num_processes, args.multi_gpu) == ("DistributedType.NO", 1, False)
+    config, args, env = launch_environment("multi_gpu_ddp.yaml")
+    assert (config.num_processes, config.mixed_precision, args.multi_gpu) == (8, "bf16", True)
+    assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
+
+
+def test_fsdp2_config_builds_a_full_shard_fsdp2_plugin(monkeypatch):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import StateDictType
+
+    config, args, env = launch_environment("fsdp2.yaml")
+    assert args.use_fsdp and config.mixed_precision == "bf16"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables the launcher sets, as the Accelerator does
+    assert plugin.fsdp_version == 2
+    assert plugin.reshard_after_forward is True  # FSDP2's FULL_SHARD
+    assert plugin.auto_wrap_policy.__name__ == "transformer_auto_wrap_policy"
+    assert plugin.state_dict_type == StateDictType.FULL_STATE_DICT
+    assert plugin.cpu_ram_efficient_loading is False  # see the file's note: the default teacher is a copy
+    assert type(plugin.cpu_offload).__name__ == "OffloadPolicy"  # the no-offload policy (CPUOffloadPolicy offloads)
+
+
+def test_deepspeed_zero3_config_builds_a_zero3_plugin_with_trainer_filled_values(monkeypatch):
+    from accelerate.utils import DeepSpeedPlugin
+
+    config, args, env = launch_environment("deepspeed_zero3.yaml")
+    assert args.use_deepspeed and config.mixed_precision == "bf16"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    plugin = DeepSpeedPlugin()  # what TrainingArguments builds under `accelerate launch` (deepspeed not needed)
+    plugin.set_mixed_precision("bf16")
+    ds = plugin.deepspeed_config
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert ds["bf16"]["enabled"] is True
+    # Left to the Trainer, which fills them from gradient_accumulation_steps / max_grad_norm / batch sizes.
+    assert (
+        ds["gradient_accumulation_steps"] == ds["gradient_clipping"] == ds["train_micro_batch_size_per_gpu"] == "auto"
+    )
+    assert env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == "false"
