@@ -114,7 +114,7 @@ def common_args(output_dir: str, device: str, batch: int, bf16: bool) -> dict:
 def step_ratio(make_model, data, device: str, batch: int, steps: int, warmup: int, bf16: bool) -> dict[str, float]:
     """Median step time (ms) of plain fine-tuning, SCRUB min-steps and cached SCRUB min-steps on the same batches."""
     retain = data.select(range(batch * (steps + warmup)))
-    forget = data.select(range(len(data) - batch, len(data)))
+    forget = data.select(range(len(retain), len(retain) + batch))
     times = {}
     with tempfile.TemporaryDirectory() as out:
         args = common_args(out, device, batch, bf16)
@@ -188,8 +188,8 @@ def trainer_epoch_seconds(model, forget, retain, device: str, forget_batch: int,
 def part_step(device: str, repeats: int, quick: bool) -> dict:
     bf16 = device == "cuda"
     setups = {
-        "minilm": (minilm, token_data(600, 128 if device == "cuda" else 64), 32 if device == "cuda" else 16),
-        "resnet": (resnet, image_data(600), 64 if device == "cuda" else 32),
+        "minilm": (minilm, token_data(800, 128 if device == "cuda" else 64), 32 if device == "cuda" else 16),
+        "resnet": (resnet, image_data(1400), 64 if device == "cuda" else 32),
     }
     steps, warmup = (8, 2) if quick else (15, 3)
     results = {}

@@ -115,11 +115,13 @@ def _fsdp_shard(module: nn.Module, accelerator: Any) -> nn.Module:
     if plugin.fsdp_version == 2:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        mesh = getattr(accelerator, "torch_device_mesh", None)  # the student's mesh, as accelerate shards it
         fully_shard(
             module.to(accelerator.device),
             reshard_after_forward=plugin.reshard_after_forward,
             mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy(),
             offload_policy=plugin.cpu_offload,
+            mesh=mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)] if mesh is not None else None,
         )
         return module
     from torch.distributed.fsdp import FullyShardedDataParallel
