@@ -488,7 +488,7 @@ def section_launch(sizes: Sizes) -> dict:
     """Run `child_run` under `accelerate launch` with the FSDP2 (and, if installed, DeepSpeed ZeRO-3) config."""
     import importlib.util
 
-    configs = {"fsdp2": "fsdp2.yaml"}
+    configs = {"fsdp2": "fsdp2.yaml", "fsdp2_plain_trainer": "fsdp2.yaml"}
     if importlib.util.find_spec("deepspeed") is not None:
         configs["deepspeed_zero3"] = "deepspeed_zero3.yaml"
     result = {} if "deepspeed_zero3" in configs else {"deepspeed_zero3": "skipped: deepspeed not installed"}
@@ -504,6 +504,8 @@ def section_launch(sizes: Sizes) -> dict:
             str(Path(__file__).resolve()), "--child",
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        if name.endswith("plain_trainer"):
+            env["GPU_CHECK_PLAIN_TRAINER"] = "1"
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=remaining, env=env, cwd=ROOT)
             output = done.stdout + done.stderr
@@ -525,12 +527,19 @@ def child_run() -> None:
     report: dict = {}
     try:
         with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(sys.stderr):
-            trainer = ScrubTrainer(
-                model=sizes.model("bert256"),
-                args=scrub_args(sizes, out, num_train_epochs=1, learning_rate=1e-4),
-                forget_dataset=sizes.tokens(32, 1, "bert256"),
-                retain_dataset=sizes.tokens(64, 2, "bert256"),
-            )
+            args = scrub_args(sizes, out, num_train_epochs=1, learning_rate=1e-4)
+            if os.environ.get("GPU_CHECK_PLAIN_TRAINER"):  # control run: the same launch without SCRUB
+                trainer = Trainer(
+                    model=sizes.model("bert256"), args=args, train_dataset=sizes.tokens(64, 2, "bert256")
+                )
+                trainer.teacher = None
+            else:
+                trainer = ScrubTrainer(
+                    model=sizes.model("bert256"),
+                    args=args,
+                    forget_dataset=sizes.tokens(32, 1, "bert256"),
+                    retain_dataset=sizes.tokens(64, 2, "bert256"),
+                )
             teacher = getattr(trainer.teacher, "module", None)
             report["distributed_type"] = str(trainer.accelerator.distributed_type)
             fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
