@@ -6,6 +6,7 @@ checked first, then the model's head against the labels, then the output folder,
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -139,6 +140,22 @@ class ScriptArguments:
         },
     )
     relearn_max_epochs: int = field(default=10, metadata={"help": "Upper bound for the relearn-time measurement."})
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "Train fresh LoRA adapters only; the teacher is the model with adapters disabled."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt (default: peft's per-architecture choice, or all-linear)."}
+    )
+    save_merged_model: bool = field(
+        default=False,
+        metadata={
+            "help": "With --use_peft: also write the adapters merged into the base model to <output_dir>/merged."
+        },
+    )
 
 
 def load_any_dataset(name: str, config_name: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
@@ -150,6 +167,22 @@ def load_any_dataset(name: str, config_name: str | None = None) -> datasets.Data
     if path.is_file() and path.suffix in suffixes:
         return datasets.load_dataset(suffixes[path.suffix], data_files=str(path))
     return datasets.load_dataset(name, config_name)
+
+
+def lora_config(script_args: ScriptArguments, task: str) -> Any:
+    """The `peft.LoraConfig` of `--use_peft`: for text the SEQ_CLS task (it keeps the classifier head trainable),
+    for images the classifier listed in `modules_to_save`."""
+    from peft import LoraConfig, TaskType
+
+    common = dict(
+        r=script_args.lora_r,
+        lora_alpha=script_args.lora_alpha,
+        lora_dropout=script_args.lora_dropout,
+        target_modules=script_args.lora_target_modules or ("all-linear" if task == IMAGE_CLASSIFICATION else None),
+    )
+    if task == IMAGE_CLASSIFICATION:
+        return LoraConfig(**common, modules_to_save=["classifier"])
+    return LoraConfig(**common, task_type=TaskType.SEQ_CLS)
 
 
 def check_output_dir(output_dir: str, model_name_or_path: str) -> None:
@@ -164,7 +197,9 @@ def check_output_dir(output_dir: str, model_name_or_path: str) -> None:
             )
 
 
-def write_outputs(trainer: UnlearningTrainer, processor: Any, results: dict[str, Any], output_dir: str) -> None:
+def write_outputs(
+    trainer: UnlearningTrainer, processor: Any, results: dict[str, Any], output_dir: str, save_merged: bool = False
+) -> None:
     """Write model, processor, evaluation card, plot and results completely or not at all.
 
     Everything is first written to a staging folder inside `output_dir`, then moved into place file by file with
@@ -176,6 +211,10 @@ def write_outputs(trainer: UnlearningTrainer, processor: Any, results: dict[str,
         trainer.save_model(str(staging))  # collective under FSDP/DeepSpeed: every process calls it
         if trainer.is_world_process_zero():
             processor.save_pretrained(str(staging))
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            if save_merged and hasattr(model, "merge_and_unload"):  # a peft model: adapters folded into the base
+                copy.deepcopy(model).merge_and_unload().save_pretrained(str(staging / "merged"))
+                processor.save_pretrained(str(staging / "merged"))
             write_card(results, staging, repo_id=trainer.args.hub_model_id if trainer.args.push_to_hub else None)
             (staging / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
             for item in sorted(staging.iterdir(), key=lambda p: p.name == RESULTS_FILE):
@@ -276,6 +315,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     trainer = trainer_class(
         model=student,
         args=config,
+        peft_config=lora_config(script_args, task) if script_args.use_peft else None,
         forget_dataset=eval_splits["forget"],
         retain_dataset=eval_splits["retain"],
         forget_validation_dataset=eval_splits["forget_validation"],
@@ -307,7 +347,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
             for entry in trainer.scrub_history
         ],
         "hyperparameters": {key: getattr(config, key) for key in REPORTED_HYPERPARAMETERS if hasattr(config, key)}
-        | {"preset": script_args.preset},
+        | {"preset": script_args.preset, "use_peft": script_args.use_peft},
         "hf_scrub_version": __version__,
     }
     if script_args.relearn_time:
@@ -320,7 +360,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
             max_epochs=script_args.relearn_max_epochs,
         )
     config.push_to_hub = push_to_hub
-    write_outputs(trainer, processor, results, config.output_dir)
+    write_outputs(trainer, processor, results, config.output_dir, save_merged=script_args.save_merged_model)
     if trainer.is_world_process_zero():
         print(format_table(reports))
         print(f"unlearning time: {unlearning_seconds:.1f} s; results in {Path(config.output_dir) / RESULTS_FILE}")

@@ -294,3 +294,38 @@ def test_baseline_methods_through_the_same_pipeline(digits_assets, tmp_path, met
         assert results["unlearned"]["test_retain_classes_accuracy"] > 0.5
     else:  # gradient ascent on the threes pushes their accuracy down
         assert results["unlearned"]["forget_accuracy"] < results["original"]["forget_accuracy"]
+
+
+def test_lora_run_saves_the_adapter_and_the_merged_model(text_assets, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir, data_dir = text_assets
+    before = folder_digest(model_dir)
+    out = tmp_path / "out"
+    run_script(
+        ["--model_name_or_path", model_dir, "--dataset_name", data_dir, "--num_forget_examples", "20",
+         "--output_dir", out, "--use_peft", "true", "--lora_r", "4", "--save_merged_model", "true",
+         "--num_train_epochs", "2", "--forget_epochs", "1", "--per_device_forget_batch_size", "8",
+         "--learning_rate", "0.01", "--max_length", "64", *SCRUB_FLAGS],
+        cwd=tmp_path,
+    )  # fmt: skip
+    results = check_results_files(out)
+    assert results["hyperparameters"]["use_peft"] is True
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    merged = AutoModelForSequenceClassification.from_pretrained(out / "merged").eval()
+    adapted = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(model_dir), out).eval()
+    original = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    inputs = {"input_ids": torch.randint(1000, 5000, (4, 16)), "attention_mask": torch.ones(4, 16, dtype=torch.long)}
+    with torch.no_grad():
+        merged_logits, adapted_logits = merged(**inputs).logits, adapted(**inputs).logits
+        original_logits = original(**inputs).logits
+    assert torch.allclose(merged_logits, adapted_logits, atol=1e-4)  # merging preserves the unlearned model
+    assert not torch.allclose(merged_logits, original_logits, atol=1e-4)  # and it is not the original
+    assert folder_digest(model_dir) == before
+
+
+def check_results_files(output_dir: Path) -> dict:
+    results = json.loads((output_dir / "unlearning_results.json").read_text())
+    assert (output_dir / "README.md").is_file() and (output_dir / "unlearning_history.png").is_file()
+    return results
