@@ -84,3 +84,30 @@ def scrub_config(tmp_path, **kwargs):
         seed=0,
     )
     return ScrubConfig(**{**defaults, **kwargs})
+
+
+def train_plain(train_dataset, tmp_path, **overrides):
+    """The reference: plain `transformers.Trainer` fine-tuning of the dropout-free tiny BERT on `train_dataset`."""
+    from transformers import Trainer, TrainingArguments
+
+    args = dict(
+        output_dir=str(tmp_path / "plain"),
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        num_train_epochs=2,
+        per_device_train_batch_size=6,
+        learning_rate=1e-3,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=tiny_bert(dropout=0.0), args=TrainingArguments(**{**args, **overrides}), train_dataset=train_dataset
+    )
+    trainer.train()
+    return trainer
+
+
+def assert_same_weights(model_a, model_b, atol=1e-6):
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=atol), name

@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import pixel_dataset, tiny_bert, token_dataset
-from transformers import Trainer, TrainingArguments
+from conftest import assert_same_weights, pixel_dataset, tiny_bert, token_dataset, train_plain
 
 from hf_scrub.baselines import BadTeacherTrainer, FinetuneTrainer, NegGradPlusTrainer, NegGradTrainer
 from hf_scrub.config import BadTeacherConfig, NegGradPlusConfig, UnlearningConfig
@@ -65,28 +64,14 @@ def test_mixed_schedule_averages_over_the_union():
 
 def test_finetune_equals_plain_trainer_on_retain(tmp_path):
     retain = token_dataset(20, 2)
-    args = dict(
-        output_dir=str(tmp_path),
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        num_train_epochs=2,
-        per_device_train_batch_size=6,
-        learning_rate=1e-3,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, seed=0, num_train_epochs=2,
+                per_device_train_batch_size=6, learning_rate=1e-3, save_strategy="no", disable_tqdm=True)  # fmt: skip
     finetune = FinetuneTrainer(
-        model=tiny_bert(dropout=0.0),
-        args=UnlearningConfig(**args),
-        forget_dataset=token_dataset(4, 1),
+        model=tiny_bert(dropout=0.0), args=UnlearningConfig(**args), forget_dataset=token_dataset(4, 1),
         retain_dataset=retain,
-    )
+    )  # fmt: skip
     finetune.train()
-    plain = Trainer(model=tiny_bert(dropout=0.0), args=TrainingArguments(**args), train_dataset=retain)
-    plain.train()
-    for (name, a), b in zip(finetune.model.state_dict().items(), plain.model.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6), name
+    assert_same_weights(finetune.model, train_plain(retain, tmp_path).model)
 
 
 def test_neggrad_only_ascends_the_forget_loss(tmp_path):

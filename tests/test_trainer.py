@@ -4,8 +4,15 @@ import math
 
 import pytest
 import torch
-from conftest import pixel_dataset, scrub_config, tiny_bert, tiny_resnet, token_dataset
-from transformers import Trainer, TrainingArguments
+from conftest import (
+    assert_same_weights,
+    pixel_dataset,
+    scrub_config,
+    tiny_bert,
+    tiny_resnet,
+    token_dataset,
+    train_plain,
+)
 
 from hf_scrub import ScrubTrainer
 from hf_scrub.schedule import PHASE_KEY, Phase
@@ -118,25 +125,9 @@ def test_without_max_steps_and_alpha_zero_equals_plain_trainer_finetuning(tmp_pa
         retain_dataset=retain,
     )
     scrub.train()
-    plain = Trainer(
-        model=tiny_bert(dropout=0.0),
-        args=TrainingArguments(
-            output_dir=str(tmp_path / "plain"),
-            report_to="none",
-            use_cpu=True,
-            seed=0,
-            num_train_epochs=2,
-            per_device_train_batch_size=6,
-            learning_rate=1e-3,
-            save_strategy="no",
-            disable_tqdm=True,
-        ),
-        train_dataset=retain,
-    )
-    plain.train()
+    plain = train_plain(retain, tmp_path)
     assert scrub.state.global_step == plain.state.global_step == 8
-    for (name, a), b in zip(scrub.model.state_dict().items(), plain.model.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6), name
+    assert_same_weights(scrub.model, plain.model)
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path):
