@@ -10,7 +10,7 @@ Scenarios, on data that ships inside packages (DESIGN §6):
 Methods: original (no unlearning), retrain (same recipe as the original, retain only: the oracle), scrub,
 scrub_r (SCRUB+R), finetune, neggrad_plus, bad_teacher; every metric of DESIGN §3; the mean over seeds +/- std.
 
-    python benchmarks/quality.py                          # all scenarios, 3 seeds (about an hour on 2 CPU cores)
+    python benchmarks/quality.py                          # all scenarios, 3 seeds (~45 min on 2 CPU cores)
     python benchmarks/quality.py --quick                  # one seed, small sizes: the CI smoke run (minutes)
     python benchmarks/quality.py --scenarios class --seeds 0 1 2 --results-dir benchmarks/results/quality
 
