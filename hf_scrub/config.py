@@ -49,6 +49,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "per_device_forget_batch_size": 512,
         "per_device_train_batch_size": 256,
     },
+    # Measured here, not in the paper: fine-tuned transformers (DESIGN §8; the text sweep in BENCHMARKS.md).
+    "transformer": {
+        "optim": "adamw_torch",
+        "learning_rate": 5e-5,
+        "weight_decay": 0.0,
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 1.0,
+        "gamma": 1.0,
+        "alpha": 0.5,
+        "kd_temperature": 4.0,
+        "forget_epochs": 3,
+        "num_train_epochs": 5,
+        "per_device_forget_batch_size": 32,
+        "per_device_train_batch_size": 32,
+        "retain_fraction": 0.5,
+    },
     "small": {
         "optim": "adamw_torch",
         "learning_rate": 5e-4,
@@ -222,7 +238,8 @@ class ScrubConfig(UnlearningConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ScrubConfig:
-        """Build a config from a named preset (`selective`, `class`, `small`); keyword arguments override it."""
+        """Build a config from a named preset (`selective`, `class`, `small`, `transformer`); keyword arguments
+        override it."""
         return cls(**{**preset_values(name), **overrides})
 
 

@@ -50,6 +50,10 @@ def test_presets_and_overrides():
     assert config.optim == "sgd" and config.learning_rate == 5e-4
     selective = ScrubConfig.from_preset("selective", output_dir="unused", use_cpu=True, report_to="none")
     assert selective.lr_decay_epochs == [3] and selective.lr_decay_factor == 0.1
-    assert set(PRESETS) >= {"selective", "class", "small"}
+    assert set(PRESETS) >= {"selective", "class", "small", "transformer"}
+    transformer = ScrubConfig.from_preset("transformer", output_dir="unused", use_cpu=True, report_to="none")
+    assert (
+        transformer.optim == "adamw_torch" and transformer.max_grad_norm == 1.0 and transformer.retain_fraction == 0.5
+    )
     with pytest.raises(ValueError, match="Unknown SCRUB preset"):
         ScrubConfig.from_preset("nope", output_dir="unused")
