@@ -9,6 +9,7 @@ scratch and are available as presets.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,7 @@ class UnlearningConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        self._precision_from_deepspeed_launcher()
         super().__post_init__()
         if self.num_train_epochs != int(self.num_train_epochs) or self.num_train_epochs < 1:
             raise ValueError(
@@ -177,6 +179,19 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"history_retain_examples must be -1 (all) or >= 0, got {self.history_retain_examples}.")
         if not 0 < self.lr_decay_factor <= 1:
             raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}.")
+
+    def _precision_from_deepspeed_launcher(self) -> None:
+        """Under `accelerate launch` with DeepSpeed, train in the launcher's bf16/fp16 when the arguments name none.
+
+        The launcher writes its precision into DeepSpeed's config, and the Trainer refuses a DeepSpeed config whose
+        precision differs from `bf16`/`fp16` ("ds bf16.enabled=True vs hf bf16=False") -- only once the model and
+        data are loaded. A run that names no precision follows the config file instead, as it does under DDP/FSDP.
+        """
+        if self.bf16 or self.fp16 or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+            return
+        precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+        if precision in ("bf16", "fp16"):
+            setattr(self, precision, True)
 
 
 def _check_temperature(value: float) -> None:

@@ -47,7 +47,8 @@ class FrozenTeacher:
 
     def prepare(self, accelerator: Any) -> None:
         """Place the teacher the way the student runs; evaluation only (no DDP wrapper, no optimizer)."""
-        self.module = place_frozen_model(self.module, accelerator).eval()
+        self.module = place_frozen_model(self.module, accelerator)
+        self.module.eval()  # not chained: a DeepSpeed engine's eval() returns None
 
     @torch.no_grad()
     def logits(self, student: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
@@ -113,17 +114,10 @@ def _deepspeed_inference_engine(module: nn.Module, accelerator: Any) -> nn.Modul
 def _fsdp_shard(module: nn.Module, accelerator: Any) -> nn.Module:
     plugin = accelerator.state.fsdp_plugin
     if plugin.fsdp_version == 2:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         mesh = getattr(accelerator, "torch_device_mesh", None)  # the student's mesh, as accelerate shards it
-        fully_shard(
-            module.to(accelerator.device),
-            reshard_after_forward=plugin.reshard_after_forward,
-            mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy(),
-            offload_policy=plugin.cpu_offload,
-            mesh=mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)] if mesh is not None else None,
-        )
-        return module
+        if mesh is not None:
+            mesh = mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)]
+        return shard_frozen_fsdp2(module.to(accelerator.device), plugin, mesh)
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     plugin.set_auto_wrap_policy(module)
@@ -136,6 +130,33 @@ def _fsdp_shard(module: nn.Module, accelerator: Any) -> nn.Module:
         use_orig_params=plugin.use_orig_params,
         device_id=accelerator.device,
     )
+
+
+def shard_frozen_fsdp2(module: nn.Module, plugin: Any, mesh: Any = None) -> nn.Module:
+    """`fully_shard` a frozen model in place with the FSDP2 settings of `plugin` (accelerate's FSDP plugin).
+
+    Every block the plugin's wrap policy picks (by default the model's `_no_split_modules`, e.g. each `BertLayer`)
+    becomes its own FSDP unit before the root, as accelerate does for the student: a teacher forward then gathers
+    one block's weights at a time and, with `reshard_after_forward`, frees them again, so a process never holds the
+    whole teacher. (Sharding the root alone would gather every weight at once in each forward.)
+    """
+    from accelerate.utils import get_module_children_bottom_up
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    options = {
+        "reshard_after_forward": plugin.reshard_after_forward,
+        "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy(),  # fully_shard does not take None
+        "offload_policy": plugin.cpu_offload,
+        "mesh": mesh,
+    }
+    wrap_policy = fsdp2_prepare_auto_wrap_policy(plugin, module)
+    if wrap_policy is not None:
+        for block in get_module_children_bottom_up(module)[:-1]:
+            if wrap_policy(block) and not isinstance(block, FSDPModule):
+                fully_shard(block, **options)
+    fully_shard(module, **options)
+    return module
 
 
 def _has_input_embeddings(model: nn.Module) -> bool:
@@ -169,11 +190,17 @@ def build_teacher(model: nn.Module, teacher_model: nn.Module | None) -> FrozenTe
             "The peft model's adapters are already trained, so disabling them would not give the original model; "
             "the teacher is a deep copy instead (more memory). Pass teacher_model to control this."
         )
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if is_deepspeed_zero3_enabled():  # a deep copy of a ZeRO-3-partitioned model holds empty shards
+    if _is_zero3_partitioned(model):  # a deep copy would hold this process's empty shards, not the weights
         source = getattr(model.config, "_name_or_path", "")
         if not source:
-            raise ValueError("Under DeepSpeed ZeRO-3 pass teacher_model (the original model, loaded separately).")
+            raise ValueError(
+                "The model's parameters are already partitioned by DeepSpeed ZeRO-3 (zero3_init_flag / zero.Init), "
+                "so it cannot be copied into a teacher: pass teacher_model (the original model, loaded separately)."
+            )
         return FrozenTeacher(type(model).from_pretrained(source))
     return FrozenTeacher(copy.deepcopy(model))
+
+
+def _is_zero3_partitioned(model: nn.Module) -> bool:
+    """True when DeepSpeed has already partitioned the weights (they then carry a ZeRO id, `ds_id`)."""
+    return any(hasattr(param, "ds_id") for param in model.parameters())

@@ -1,7 +1,10 @@
 """Train the tiny BERT with `ScrubTrainer` and write what every rank ended with; launched by test_distributed.py.
 
-    torchrun --nproc_per_node 2 tests/launch/ddp_scrub.py --out DIR [--gradient-accumulation-steps 1 2]
-    python tests/launch/ddp_scrub.py --out DIR          # the same run in one process
+    torchrun --nproc_per_node 2 tests/launch/distributed_scrub.py --out DIR [--gradient-accumulation-steps 1 2]
+    python tests/launch/distributed_scrub.py --out DIR          # the same run in one process
+
+Under the environment `accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml` sets, the same
+command runs DeepSpeed ZeRO-3 (on CPU: DeepSpeed's CPU accelerator, gloo).
 
 Batch sizes are given *globally* (--forget-batch, --retain-batch); each process gets
 ``global / (world_size * gradient_accumulation_steps)``, so every launch takes the same optimizer steps.
@@ -90,6 +93,8 @@ def run(out: Path, forget_batch: int, retain_batch: int, accumulation: int, worl
         "distributed_type": str(trainer.accelerator.distributed_type),
         "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
         "ddp_wrapped": isinstance(trainer.model_wrapped, DistributedDataParallel),
+        "bf16": args.bf16,
+        "teacher": teacher_placement(trainer),
         "average_tokens_across_devices": args.average_tokens_across_devices,
         "per_device_forget_batch_size": args.per_device_forget_batch_size,
         "per_device_train_batch_size": args.per_device_train_batch_size,
@@ -102,8 +107,32 @@ def run(out: Path, forget_batch: int, retain_batch: int, accumulation: int, worl
         "eval_report": report,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
-    state = trainer.accelerator.unwrap_model(trainer.model).state_dict()
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(out / f"rank{rank}.safetensors"))
+    save_file(full_weights(trainer), str(out / f"rank{rank}.safetensors"))
+
+
+def teacher_placement(trainer: ScrubTrainer) -> dict:
+    """How the teacher is held: its wrapper, and (under ZeRO-3) this process's share of its parameters."""
+    wrapper = trainer.teacher.module
+    module = getattr(wrapper, "module", wrapper)  # inside DeepSpeed's engine
+    placement = {"wrapper": type(wrapper).__name__, "training": any(m.training for m in module.modules())}
+    parameters = list(module.parameters())
+    if all(hasattr(param, "ds_id") for param in parameters):
+        placement["local_numel"] = sum(param.ds_tensor.numel() for param in parameters)
+        placement["full_numel"] = sum(param.ds_numel for param in parameters)
+    placement["requires_grad"] = any(param.requires_grad for param in parameters)
+    placement["dtype"] = str(parameters[0].dtype)
+    return placement
+
+
+def full_weights(trainer: ScrubTrainer) -> dict[str, torch.Tensor]:
+    """The student's whole state dict on every process (under ZeRO-3, gathered from the partitions)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.is_deepspeed_enabled:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def main() -> None:
