@@ -12,12 +12,13 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 
 from . import __version__
 from .baselines import METHODS, fresh_model_like
@@ -272,6 +273,45 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
     return splits, task
 
 
+def check_deepspeed_options(script_args: ScriptArguments, config: UnlearningConfig) -> None:
+    """Refuse, before any work, what cannot run beside a DeepSpeed training run in the same processes.
+
+    A process holds one DeepSpeed Accelerator, so no second Trainer (retrain evaluation, relearn time, a retrain's
+    original model) can run next to the unlearning one; under ZeRO-3 the weights are partitioned, so the unlearned
+    model cannot be copied (merged LoRA output) either.
+    """
+    plugin = getattr(config, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    refused = {
+        "--method retrain": script_args.method == "retrain",
+        "--retrain_model_name_or_path": bool(script_args.retrain_model_name_or_path),
+        "--relearn_time": script_args.relearn_time,
+        "--save_merged_model (ZeRO-3)": script_args.save_merged_model and plugin.zero_stage == 3,
+    }
+    named = [option for option, given in refused.items() if given]
+    if named:
+        raise ValueError(
+            f"{', '.join(named)} cannot run under DeepSpeed: each needs a second model run or copied beside the "
+            "DeepSpeed training run in the same processes. Run without it under DeepSpeed, then evaluate the saved "
+            "output folder (or run that option) in a launch without DeepSpeed."
+        )
+
+
+class _ReportAtTrainBegin(TrainerCallback):
+    """Evaluates the model as training starts, before the first step: the original model, inside the training run."""
+
+    def __init__(self, evaluate: Callable[[], dict[str, float]]) -> None:
+        self.evaluate = evaluate
+        self.report: dict[str, float] = {}
+        self.seconds = 0.0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        start = time.perf_counter()
+        self.report = self.evaluate()
+        self.seconds = time.perf_counter() - start
+
+
 def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> dict[str, Any]:
     """Unlearn, evaluate before/after (and a retrained model), save to `config.output_dir`, optionally push.
 
@@ -280,6 +320,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     if not script_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a Hub model id or a local folder).")
     check_output_dir(config.output_dir, script_args.model_name_or_path)
+    check_deepspeed_options(script_args, config)
     # The Trainer would push every checkpoint; the finished, complete folder is pushed once at the end instead.
     push_to_hub, config.push_to_hub = config.push_to_hub, False
     set_seed(config.seed)
@@ -322,11 +363,26 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         data_collator=collator,
         processing_class=processor,
     )
-    original_trainer = trainer if student is model else prediction_trainer(model, config, collator, processor)
-    reports = {"original": evaluate_model(original_trainer, eval_splits, splits.forget_classes, config.seed)}
-    start = time.perf_counter()
-    trainer.train()
-    unlearning_seconds = time.perf_counter() - start
+
+    def evaluate_original() -> dict[str, float]:
+        original_trainer = trainer if student is model else prediction_trainer(model, config, collator, processor)
+        return evaluate_model(original_trainer, eval_splits, splits.forget_classes, config.seed)
+
+    if trainer.is_deepspeed_enabled:
+        # DeepSpeed wraps the model in an engine at its first `predict` or `train`, and the Trainer cannot train a
+        # model first wrapped for `predict` (a plain Trainer fails alike): the original is evaluated as training
+        # starts, before the first step.
+        original_report = _ReportAtTrainBegin(evaluate_original)
+        trainer.add_callback(original_report)
+        start = time.perf_counter()
+        trainer.train()
+        reports = {"original": original_report.report}
+        unlearning_seconds = time.perf_counter() - start - original_report.seconds
+    else:
+        reports = {"original": evaluate_original()}
+        start = time.perf_counter()
+        trainer.train()
+        unlearning_seconds = time.perf_counter() - start
     reports["unlearned"] = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
     if script_args.retrain_model_name_or_path:
         retrain_model, _ = load_model_and_processor(script_args.retrain_model_name_or_path, task)

@@ -12,6 +12,7 @@ rewind, and stops on a non-finite loss. The Trainer's loop itself is not overrid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -173,6 +174,11 @@ class UnlearningTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        if args.rewind and self.is_fsdp_enabled:
+            raise ValueError(
+                "rewind=True (SCRUB+R) is not available under FSDP: keeping a whole copy of the model per epoch from "
+                "FSDP shards is not implemented (or tested). Use DDP or DeepSpeed ZeRO-3, or rewind=False."
+            )
         # compute_loss never forwards `num_items_in_batch` to the model; stop the Trainer from counting items.
         self.model_accepts_loss_kwargs = False
         self.place_teachers()
@@ -305,16 +311,26 @@ class UnlearningTrainer(Trainer):
     def _rewind_dir(self) -> Path:
         return Path(self.args.output_dir) / "rewind"
 
+    def _whole_parameters(self, model: nn.Module, modifier_rank: int | None = None) -> Any:
+        """Under DeepSpeed ZeRO-3, gather the partitioned parameters whole for the duration (a collective: every
+        process enters; with `modifier_rank`, that process's changes are kept). Elsewhere they are whole already."""
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=modifier_rank)
+        return contextlib.nullcontext()
+
     def _candidate_state(self) -> dict[str, torch.Tensor]:
         """What changes during unlearning: trainable parameters and buffers (BatchNorm statistics), on CPU."""
         model = self.accelerator.unwrap_model(self.model)
         changing = {name for name, p in model.named_parameters() if p.requires_grad}
         changing |= {name for name, _ in model.named_buffers()}
-        return {
-            name: tensor.detach().to("cpu", copy=True).contiguous()
-            for name, tensor in model.state_dict().items()
-            if name in changing  # non-persistent buffers (e.g. position ids) are not in the state dict
-        }
+        with self._whole_parameters(model):
+            return {
+                name: tensor.detach().to("cpu", copy=True).contiguous()
+                for name, tensor in model.state_dict().items()
+                if name in changing  # non-persistent buffers (e.g. position ids) are not in the state dict
+            }
 
     def _save_rewind_candidate(self, epoch: int) -> None:
         state = self._candidate_state()
@@ -335,7 +351,8 @@ class UnlearningTrainer(Trainer):
             unexpected = set(state) - set(model.state_dict())
             if unexpected:
                 raise RuntimeError(f"Rewind candidate does not match the model: keys {sorted(unexpected)[:5]}")
-            model.load_state_dict(state, strict=False)
+            with self._whole_parameters(model, modifier_rank=0):
+                model.load_state_dict(state, strict=False)
         self.log({"rewind_epoch": self.rewind_epoch, "rewind_reference_error": reference})
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():

@@ -1,7 +1,9 @@
 """Shared fixtures: an offline, throw-away Hugging Face environment and tiny real models and datasets."""
 
 import os
+import socket
 import tempfile
+from pathlib import Path
 
 # Before any HF import: no network, and a private cache so tests never touch (or depend on) the user's.
 _HF_HOME = tempfile.mkdtemp(prefix="hf_scrub_tests_hf_home_")
@@ -111,3 +113,33 @@ def train_plain(train_dataset, tmp_path, **overrides):
 def assert_same_weights(model_a, model_b, atol=1e-6):
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=atol), name
+
+
+# ---- launches: what `accelerate launch --config_file configs/accelerate/F` sets up, reproduced without GPUs ---------
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_environment(name: str) -> tuple:
+    """(parsed config, launch arguments, environment) as `accelerate launch --config_file` prepares them."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    path = str(CONFIGS / name)
+    config = load_config_from_file(path)
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", path, "x.py"]))
+    if args.use_deepspeed:  # as `launch_command` does before preparing the DeepSpeed environment
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+    elif args.multi_gpu or args.use_fsdp:
+        env = prepare_multi_gpu_env(args)
+    else:
+        env = {}
+    return config, args, env

@@ -4,7 +4,7 @@ reads them.
 
 `tests/launch/distributed_scrub.py` trains the dropout-free tiny BERT with plain SGD (no clipping, so a loss or
 gradient off by the number of processes shows in the weights; Adam would normalise such a factor away) and writes, per
-rank and per gradient-accumulation value, the final weights and a JSON of what ran. The three launches start at once
+rank and per gradient-accumulation value, the final weights and a JSON of what ran. The four launches start at once
 and take about a minute together on 2 cores.
 
 The ZeRO-3 launches run under the environment `accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml`
@@ -23,7 +23,6 @@ must agree bit for bit: every rank applies the same all-reduced (or, under ZeRO-
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIGS, free_port, launch_environment
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +41,6 @@ LAUNCHES = ("ddp", "zero3")  # fp32 2-process launches, each compared with the 1
 LOGGED = ("loss", "forget_kl", "retain_kl", "retain_ce")
 SPLIT_SIZES = {"forget": 10, "retain": 30, "test": 21, "forget_validation": 13}  # none divides by 2 x eval batch 4
 LAUNCH_TIMEOUT_S = 300  # measured ~70 s for the four together on 2 cores
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load_run(folder: Path, world_size: int) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
@@ -308,27 +302,6 @@ def test_fsdp2_teacher_is_sharded_per_block_and_gives_the_original_logits(fsdp2_
 
 
 # ---- configs/accelerate: what `accelerate launch --config_file F` would run (no GPU needed to check) ----------------
-
-CONFIGS = ROOT / "configs" / "accelerate"
-
-
-def launch_environment(name: str) -> tuple:
-    """(parsed config, launch arguments, environment) as `accelerate launch --config_file` prepares them."""
-    from accelerate.commands.config.config_args import load_config_from_file
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
-
-    path = str(CONFIGS / name)
-    config = load_config_from_file(path)
-    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", path, "x.py"]))
-    if args.use_deepspeed:  # as `launch_command` does before preparing the DeepSpeed environment
-        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
-        _, env = prepare_deepspeed_cmd_env(args)
-    elif args.multi_gpu or args.use_fsdp:
-        env = prepare_multi_gpu_env(args)
-    else:
-        env = {}
-    return config, args, env
 
 
 def test_every_accelerate_config_has_a_usage_header_and_is_checked():

@@ -329,3 +329,100 @@ def check_results_files(output_dir: Path) -> dict:
     results = json.loads((output_dir / "unlearning_results.json").read_text())
     assert (output_dir / "README.md").is_file() and (output_dir / "unlearning_history.png").is_file()
     return results
+
+
+# ---- DeepSpeed ZeRO-3: the script under configs/accelerate/deepspeed_zero3.yaml's environment, 2 CPU processes ----
+
+
+@pytest.fixture(scope="module")
+def dropout_free_text_assets(tmp_path_factory):
+    """An untrained dropout-free one-layer BERT with the MiniLM tokenizer, and 200 Rotten Tomatoes snippets, on disk.
+
+    Without dropout, one process and two compute the same thing; untrained is enough to compare them.
+    """
+    root = tmp_path_factory.mktemp("zero3_text")
+    load_rotten_tomatoes(max_examples=200, seed=0).save_to_disk(str(root / "data"))
+    tokenizer = AutoTokenizer.from_pretrained(minilm_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root / "model", root / "data"
+
+
+def zero3_environment(mixed_precision: str = "no") -> dict[str, str]:
+    from conftest import launch_environment
+
+    environment = launch_environment("deepspeed_zero3.yaml")[2]
+    return {**os.environ, **environment, "ACCELERATE_MIXED_PRECISION": mixed_precision}
+
+
+@pytest.mark.slow
+def test_zero3_launch_of_the_script_with_rewind_equals_one_process(dropout_free_text_assets, tmp_path):
+    """SCRUB+R through scripts/scrub.py: 2 ZeRO-3 processes (float32) against 1 process with the same global batch.
+
+    The settings (SGD at lr 5 on an untrained model) make the forget error move every epoch, so SCRUB+R rewinds to
+    epoch 1 of 3: the saved model is a gathered, restored ZeRO-3 checkpoint, not the last step's weights. Measured:
+    weights 3.5e-6 apart relative to how far they moved, reports equal to 2e-6 relative.
+    """
+    from conftest import free_port
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir, data_dir = dropout_free_text_assets
+    before = folder_digest(model_dir)
+    common = [
+        "--model_name_or_path", model_dir, "--dataset_name", data_dir, "--num_forget_examples", "16",
+        "--num_train_epochs", "3", "--forget_epochs", "2", "--optim", "sgd", "--learning_rate", "5.0",
+        "--max_grad_norm", "0", "--lr_scheduler_type", "constant", "--max_length", "32", "--rewind", "true",
+        "--per_device_eval_batch_size", "8", *SCRUB_FLAGS,
+    ]  # fmt: skip
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    launches = {
+        "one": ([sys.executable, SCRIPT, "--per_device_forget_batch_size", "8", "--per_device_train_batch_size", "32"],
+                {**os.environ}),
+        "zero3": ([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                   SCRIPT, "--per_device_forget_batch_size", "4", "--per_device_train_batch_size", "16"],
+                  zero3_environment()),
+    }  # fmt: skip
+    procs = {
+        name: subprocess.Popen(
+            [*map(str, command), *map(str, common), "--output_dir", str(tmp_path / name)],
+            cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, (command, env) in launches.items()
+    }  # fmt: skip
+    for name, proc in procs.items():
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}:\n{output[-5000:]}"
+
+    one, zero3 = (json.loads((tmp_path / name / "unlearning_results.json").read_text()) for name in launches)
+    assert len(zero3["history"]) == 4 and zero3["rewind_epoch"] == one["rewind_epoch"] == 1
+    assert zero3["history"] == one["history"]
+    for model in ("original", "unlearned"):
+        assert zero3[model] == pytest.approx(one[model], rel=1e-4, abs=1e-6), model
+    weights = {n: AutoModelForSequenceClassification.from_pretrained(tmp_path / n).state_dict() for n in launches}
+    original = AutoModelForSequenceClassification.from_pretrained(model_dir).state_dict()
+    moved = max((weights["one"][k] - original[k]).abs().max() for k in original)
+    gap = max((weights["zero3"][k] - weights["one"][k]).abs().max() for k in original)
+    assert moved > 1.0 and gap / moved < 1e-4
+    assert not list((tmp_path / "zero3").glob(".staging-*")) and not (tmp_path / "zero3" / "rewind").exists()
+    assert folder_digest(model_dir) == before
+
+
+def test_options_that_need_a_second_model_are_refused_under_deepspeed(dropout_free_text_assets, tmp_path):
+    model_dir, data_dir = dropout_free_text_assets
+    args = ["--model_name_or_path", model_dir, "--dataset_name", data_dir, "--num_forget_examples", "16",
+            "--output_dir", tmp_path / "out", "--relearn_time", "true", "--retrain_model_name_or_path", model_dir,
+            *SCRUB_FLAGS]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], cwd=tmp_path, env=zero3_environment("bf16"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--retrain_model_name_or_path, --relearn_time cannot run under DeepSpeed" in result.stderr
+    assert "Loading weights" not in result.stderr  # refused before the model was loaded
+    assert not (tmp_path / "out").exists()
