@@ -1,12 +1,15 @@
-"""Shard the frozen SCRUB teacher with FSDP2 on 2 CPU processes (gloo) and write what each rank holds and computes.
+"""SCRUB under FSDP2 on 2 CPU processes (gloo): what each rank holds and computes, written to ``DIR/rank{r}.json``.
 
-    torchrun --nproc_per_node 2 tests/launch/fsdp2_teacher.py --out DIR
+    torchrun --nproc_per_node 2 tests/launch/fsdp2_scrub.py --out DIR
 
 run with the FSDP_* environment that `accelerate launch --config_file configs/accelerate/fsdp2.yaml` sets (the test
 builds it from the file). accelerate runs FSDP only on accelerators, so `ScrubTrainer` cannot take its FSDP path on
-CPU; this drives the teacher's part of that path directly: accelerate's own FSDP plugin, read from that environment,
-and `hf_scrub.teacher.shard_frozen_fsdp2`, which `FrozenTeacher.prepare` calls under FSDP2.
-For the precision the file sets (bf16) and for none, it writes ``DIR/rank{r}.json``.
+CPU; this drives the parts of that path that are ours directly, with accelerate's own FSDP plugin read from that
+environment:
+- the teacher, sharded by `hf_scrub.teacher.shard_frozen_fsdp2` (what `FrozenTeacher.prepare` calls under FSDP2), for
+  the precision the file sets (bf16) and for none;
+- SCRUB steps (hf_scrub.losses) with an FSDP2 student beside that teacher, each rank on its half of every batch,
+  against the same steps on the whole batch without sharding.
 """
 
 import argparse
@@ -23,6 +26,7 @@ from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import FSDPModule  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
+from hf_scrub.losses import forget_loss, retain_loss  # noqa: E402
 from hf_scrub.teacher import FrozenTeacher, shard_frozen_fsdp2  # noqa: E402
 
 
@@ -57,6 +61,32 @@ def shard_and_query(precision: str, mesh, inputs: dict[str, torch.Tensor], expec
     }
 
 
+def scrub_steps(mesh, sharded: bool) -> dict[str, torch.Tensor]:
+    """Retain (min) and forget (max) steps, plain SGD; sharded: FSDP2 student and teacher, this rank's half batch."""
+    generator = torch.Generator().manual_seed(1)
+    rows = slice(dist.get_rank(), None, dist.get_world_size()) if sharded else slice(None)
+    student, teacher = tiny_bert(dropout=0.0), FrozenTeacher(tiny_bert(dropout=0.0))
+    if sharded:  # the student in the same units accelerate's fsdp2_prepare_model uses: each block, then the root
+        plugin = FullyShardedDataParallelPlugin()
+        teacher.module = shard_frozen_fsdp2(teacher.module, plugin, mesh)
+        student = shard_frozen_fsdp2(student, plugin, mesh)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    for phase in ("retain", "forget", "retain", "forget"):  # a first max-step would have zero gradient (s = t)
+        input_ids = torch.randint(1, 64, (8, 9), generator=generator)[rows]
+        labels = torch.randint(0, 2, (8,), generator=generator)[rows]
+        student_logits = student(input_ids=input_ids).logits
+        teacher_logits = teacher.logits(None, {"input_ids": input_ids})
+        if phase == "forget":
+            per_item = forget_loss(student_logits, teacher_logits, temperature=4.0)
+        else:
+            per_item = retain_loss(student_logits, teacher_logits, labels, temperature=4.0, gamma=0.99, alpha=0.5)[0]
+        per_item.mean().backward()  # FSDP2 averages the ranks' gradients: the mean over the whole batch
+        optimizer.step()
+        optimizer.zero_grad()
+    state = student.state_dict()
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach() for k, v in state.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -70,6 +100,15 @@ def main() -> None:
     result = {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
     for precision in ("no", "bf16"):
         result[precision] = shard_and_query(precision, mesh, inputs, expected)
+    sharded, whole, original = (
+        scrub_steps(mesh, sharded=True),
+        scrub_steps(mesh, sharded=False),
+        tiny_bert().state_dict(),
+    )
+    result["steps"] = {
+        "max_abs_weight_diff": max((sharded[k] - whole[k]).abs().max().item() for k in whole),
+        "max_abs_update": max((whole[k] - original[k]).abs().max().item() for k in whole),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{dist.get_rank()}.json").write_text(json.dumps(result, indent=1))
     dist.destroy_process_group()
