@@ -12,7 +12,6 @@ rewind, and stops on a non-finite loss. The Trainer's loop itself is not overrid
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from .config import UnlearningConfig
 from .data import check_disjoint, check_label_range
 from .evaluation import predict_splits
-from .rewind import choose_rewind_epoch
+from .rewind import choose_rewind_epoch, load_whole_state, whole_state
 from .schedule import (
     PHASE_KEY,
     SOURCE_KEY,
@@ -174,10 +173,10 @@ class UnlearningTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
-        if args.rewind and self.is_fsdp_enabled:
+        if args.rewind and self.is_fsdp_enabled and not self.accelerator.is_fsdp2:
             raise ValueError(
-                "rewind=True (SCRUB+R) is not available under FSDP: keeping a whole copy of the model per epoch from "
-                "FSDP shards is not implemented (or tested). Use DDP or DeepSpeed ZeRO-3, or rewind=False."
+                "rewind=True (SCRUB+R) is not available under FSDP version 1: its per-epoch copies are taken with "
+                "FSDP2's state-dict API. Use fsdp_version: 2 (configs/accelerate/fsdp2.yaml), or rewind=False."
             )
         # compute_loss never forwards `num_items_in_batch` to the model; stop the Trainer from counting items.
         self.model_accepts_loss_kwargs = False
@@ -311,26 +310,20 @@ class UnlearningTrainer(Trainer):
     def _rewind_dir(self) -> Path:
         return Path(self.args.output_dir) / "rewind"
 
-    def _whole_parameters(self, model: nn.Module, modifier_rank: int | None = None) -> Any:
-        """Under DeepSpeed ZeRO-3, gather the partitioned parameters whole for the duration (a collective: every
-        process enters; with `modifier_rank`, that process's changes are kept). Elsewhere they are whole already."""
+    @property
+    def _sharding(self) -> str:
+        """How the student's weights are split across processes, for `whole_state` / `load_whole_state`."""
         if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
-            import deepspeed
-
-            return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=modifier_rank)
-        return contextlib.nullcontext()
+            return "zero3"
+        return "fsdp" if self.is_fsdp_enabled else "none"
 
     def _candidate_state(self) -> dict[str, torch.Tensor]:
         """What changes during unlearning: trainable parameters and buffers (BatchNorm statistics), on CPU."""
         model = self.accelerator.unwrap_model(self.model)
         changing = {name for name, p in model.named_parameters() if p.requires_grad}
         changing |= {name for name, _ in model.named_buffers()}
-        with self._whole_parameters(model):
-            return {
-                name: tensor.detach().to("cpu", copy=True).contiguous()
-                for name, tensor in model.state_dict().items()
-                if name in changing  # non-persistent buffers (e.g. position ids) are not in the state dict
-            }
+        # Non-persistent buffers (e.g. position ids) are not in the state dict, so not in the candidate either.
+        return whole_state(model, changing, self._sharding)
 
     def _save_rewind_candidate(self, epoch: int) -> None:
         state = self._candidate_state()
@@ -351,8 +344,7 @@ class UnlearningTrainer(Trainer):
             unexpected = set(state) - set(model.state_dict())
             if unexpected:
                 raise RuntimeError(f"Rewind candidate does not match the model: keys {sorted(unexpected)[:5]}")
-            with self._whole_parameters(model, modifier_rank=0):
-                model.load_state_dict(state, strict=False)
+            load_whole_state(model, state, self._sharding)
         self.log({"rewind_epoch": self.rewind_epoch, "rewind_reference_error": reference})
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():

@@ -313,6 +313,17 @@ def test_fsdp2_scrub_steps_equal_the_unsharded_steps(fsdp2_runs):
         assert steps["max_abs_weight_diff"] < 1e-6
 
 
+@pytest.mark.slow
+def test_fsdp2_rewind_candidate_is_kept_whole_and_restored_on_every_rank(fsdp2_runs):
+    # SCRUB+R under FSDP2: process 0 alone receives the whole weights (all 25 parameters, equal to the original) and
+    # writes them; after the weights moved, every rank restores its shards from the file.
+    for rank, result in enumerate(fsdp2_runs):
+        rewind = result["rewind"]
+        assert rewind["kept_entries"] == (rewind["parameters"] if rank == 0 else 0) and rewind["parameters"] == 25
+        assert rewind["kept_equals_original"]
+        assert rewind["max_abs_restored_diff"] == 0.0 and rewind["sharded_after_restore"]
+
+
 # ---- configs/accelerate: what `accelerate launch --config_file F` would run (no GPU needed to check) ----------------
 
 

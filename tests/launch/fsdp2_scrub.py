@@ -9,7 +9,9 @@ environment:
 - the teacher, sharded by `hf_scrub.teacher.shard_frozen_fsdp2` (what `FrozenTeacher.prepare` calls under FSDP2), for
   the precision the file sets (bf16) and for none;
 - SCRUB steps (hf_scrub.losses) with an FSDP2 student beside that teacher, each rank on its half of every batch,
-  against the same steps on the whole batch without sharding.
+  against the same steps on the whole batch without sharding;
+- SCRUB+R's keep-and-restore of the student (`hf_scrub.rewind.whole_state` / `load_whole_state`, as
+  `UnlearningTrainer` calls them under FSDP2): kept whole by process 0, written, trained on, restored on every rank.
 """
 
 import argparse
@@ -22,11 +24,13 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from accelerate.utils import FullyShardedDataParallelPlugin  # noqa: E402
 from conftest import tiny_bert  # noqa: E402  (also sets the offline HF environment)
+from safetensors.torch import load_file, save_file  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import FSDPModule  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
 from hf_scrub.losses import forget_loss, retain_loss  # noqa: E402
+from hf_scrub.rewind import load_whole_state, whole_state  # noqa: E402
 from hf_scrub.teacher import FrozenTeacher, shard_frozen_fsdp2  # noqa: E402
 
 
@@ -83,8 +87,34 @@ def scrub_steps(mesh, sharded: bool) -> dict[str, torch.Tensor]:
         per_item.mean().backward()  # FSDP2 averages the ranks' gradients: the mean over the whole batch
         optimizer.step()
         optimizer.zero_grad()
-    state = student.state_dict()
-    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach() for k, v in state.items()}
+    return full_weights(student)
+
+
+def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach() for k, v in model.state_dict().items()}
+
+
+def rewind_round_trip(mesh, out: Path) -> dict:
+    """Keep the student whole (rank 0 writes it, as SCRUB+R's candidates), move it, restore it on every rank."""
+    student = shard_frozen_fsdp2(tiny_bert(dropout=0.0), FullyShardedDataParallelPlugin(), mesh)
+    names = {name for name, _ in student.named_parameters()}
+    kept = whole_state(student, names, "fsdp")
+    candidate = out / "candidate.safetensors"
+    if dist.get_rank() == 0:
+        save_file(kept, str(candidate))
+    dist.barrier()
+    with torch.no_grad():  # stands in for the epochs after the candidate
+        for param in student.parameters():
+            param.add_(1.0)
+    load_whole_state(student, load_file(str(candidate)), "fsdp")
+    original, restored = tiny_bert(dropout=0.0).state_dict(), full_weights(student)
+    return {
+        "kept_entries": len(kept),
+        "parameters": len(names),
+        "kept_equals_original": all(torch.equal(kept[k], original[k]) for k in kept),
+        "max_abs_restored_diff": max((restored[k] - original[k]).abs().max().item() for k in names),
+        "sharded_after_restore": all(isinstance(param, DTensor) for param in student.parameters()),
+    }
 
 
 def main() -> None:
@@ -92,6 +122,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     out = parser.parse_args().out
     torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     inputs = teacher_inputs()
@@ -109,7 +140,7 @@ def main() -> None:
         "max_abs_weight_diff": max((sharded[k] - whole[k]).abs().max().item() for k in whole),
         "max_abs_update": max((whole[k] - original[k]).abs().max().item() for k in whole),
     }
-    out.mkdir(parents=True, exist_ok=True)
+    result["rewind"] = rewind_round_trip(mesh, out)
     (out / f"rank{dist.get_rank()}.json").write_text(json.dumps(result, indent=1))
     dist.destroy_process_group()
 
