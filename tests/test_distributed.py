@@ -4,8 +4,8 @@ reads them.
 
 `tests/launch/distributed_scrub.py` trains the dropout-free tiny BERT with plain SGD (no clipping, so a loss or
 gradient off by the number of processes shows in the weights; Adam would normalise such a factor away) and writes, per
-rank and per gradient-accumulation value, the final weights and a JSON of what ran. The four launches start at once
-and take about a minute together on 2 cores.
+rank and per gradient-accumulation value, the final weights and a JSON of what ran. The five launches start at once
+and take about 80 s together on 2 cores.
 
 The ZeRO-3 launches run under the environment `accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml`
 sets (the shipped file, bf16 as written, and once with mixed precision off to compare with fp32 exactly), on
@@ -40,7 +40,7 @@ ACCUMULATION = (1, 2)  # the 2-process launches run both; the 1-process one only
 LAUNCHES = ("ddp", "zero3")  # fp32 2-process launches, each compared with the 1-process run
 LOGGED = ("loss", "forget_kl", "retain_kl", "retain_ce")
 SPLIT_SIZES = {"forget": 10, "retain": 30, "test": 21, "forget_validation": 13}  # none divides by 2 x eval batch 4
-LAUNCH_TIMEOUT_S = 300  # measured ~70 s for the four together on 2 cores
+LAUNCH_TIMEOUT_S = 300  # measured ~80 s for the five together on 2 cores
 
 
 def load_run(folder: Path, world_size: int) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
@@ -49,16 +49,16 @@ def load_run(folder: Path, world_size: int) -> tuple[list[dict], list[dict[str, 
     return results, weights
 
 
-def two_process_command(out: Path, accumulation: tuple[int, ...] = ACCUMULATION) -> list[str]:
+def two_process_command(out: Path, accumulation: tuple[int, ...] = ACCUMULATION, *extra: str) -> list[str]:
     return [
         str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(SCRIPT), "--out", str(out), "--gradient-accumulation-steps", *map(str, accumulation),
+        str(SCRIPT), "--out", str(out), "--gradient-accumulation-steps", *map(str, accumulation), *extra,
     ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """{("one" | "zero3_bf16", 1) | (launch, accumulation): ([result per rank], [weights per rank])}."""
+    """{(launch, accumulation): ([result per rank], [weights per rank])}; "one", "zero3_bf16", "zero3_cached": 1."""
     assert TORCHRUN.exists(), f"torchrun not found next to {sys.executable}"
     out = tmp_path_factory.mktemp("distributed")
     env = {
@@ -71,7 +71,11 @@ def runs(tmp_path_factory):
         "one": ([sys.executable, str(SCRIPT), "--out", str(out / "one")], env),
         "ddp": (two_process_command(out / "ddp"), env),
         "zero3": (two_process_command(out / "zero3"), {**zero3_env, "ACCELERATE_MIXED_PRECISION": "no"}),
-        "zero3_bf16": (two_process_command(out / "zero3_bf16", accumulation=(1,)), zero3_env),
+        "zero3_bf16": (two_process_command(out / "zero3_bf16", (1,)), zero3_env),
+        "zero3_cached": (
+            two_process_command(out / "zero3_cached", (1,), "--cache-teacher-outputs"),
+            {**zero3_env, "ACCELERATE_MIXED_PRECISION": "no"},
+        ),
     }
     start = time.perf_counter()
     logs = {name: open(out / f"{name}.log", "w") for name in commands}  # noqa: SIM115  (closed below)
@@ -93,7 +97,9 @@ def runs(tmp_path_factory):
                     proc.kill()
         for log in logs.values():
             log.close()
-    loaded = {("one", 1): load_run(out / "one" / "ga1", 1), ("zero3_bf16", 1): load_run(out / "zero3_bf16" / "ga1", 2)}
+    loaded = {("one", 1): load_run(out / "one" / "ga1", 1)}
+    for launch in ("zero3_bf16", "zero3_cached"):
+        loaded[(launch, 1)] = load_run(out / launch / "ga1", 2)
     for launch in LAUNCHES:
         for accumulation in ACCUMULATION:
             loaded[(launch, accumulation)] = load_run(out / launch / f"ga{accumulation}", 2)
@@ -150,6 +156,23 @@ def test_zero3_launches_partition_student_and_teacher(runs, launch, accumulation
         assert (teacher["local_numel"], teacher["full_numel"]) == (2065, 4130)
         assert not teacher["requires_grad"] and not teacher["training"]
         assert teacher["dtype"] == ("torch.bfloat16" if launch == "zero3_bf16" else "torch.float32")
+
+
+@pytest.mark.slow
+def test_zero3_with_cached_teacher_outputs_equals_the_uncached_run(runs):
+    # cache_teacher_outputs under ZeRO-3: the partitioned teacher's logits computed once, sharded and gathered before
+    # training, then reused; the run must equal the one that queries the teacher at every step.
+    (cached, _), (rank0, rank1) = runs[("zero3_cached", 1)]
+    (uncached, _), (reference, _) = runs[("zero3", 1)]
+    # Every micro-step read its teacher logits from the cache, none in the uncached run.
+    assert all(step[-1] for step in cached["micro_steps"]) and not any(step[-1] for step in uncached["micro_steps"])
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    for name in reference:
+        torch.testing.assert_close(rank0[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
+    for ours, theirs in zip(cached["train_logs"], uncached["train_logs"], strict=True):
+        for key in LOGGED:
+            if key in theirs:
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), (key, ours["epoch"])
 
 
 @pytest.mark.slow
@@ -222,17 +245,17 @@ def test_logged_losses_are_not_multiplied_by_the_number_of_processes(runs, launc
 def test_every_rank_runs_the_same_phase_at_every_micro_step(runs, launch, accumulation):
     (single,), _ = runs[("one", 1)]
     results, _ = runs[(launch, accumulation)]
-    phases = [[(step, phase) for step, phase, _, _ in r["micro_steps"]] for r in results]
+    phases = [[(step, phase) for step, phase, *_ in r["micro_steps"]] for r in results]
     assert phases[0] == phases[1]
     assert len(phases[0]) == 18 * accumulation
     # The same phase per optimizer step as one process with the whole batch.
-    assert phases[0][::accumulation] == [(step, phase) for step, phase, _, _ in single["micro_steps"]]
+    assert phases[0][::accumulation] == [(step, phase) for step, phase, *_ in single["micro_steps"]]
     # Every optimizer step's weights, summed over micro-batches and ranks, equal the number of processes (each
     # real example weighs num_processes / examples in the step): the gradient mean over ranks then gives the
     # step's mean loss.
     totals: dict[int, float] = {}
     for result in results:
-        for step, _, _, weight_sum in result["micro_steps"]:
+        for step, _, _, weight_sum, _ in result["micro_steps"]:
             totals[step] = totals.get(step, 0.0) + weight_sum
     assert totals == pytest.approx(dict.fromkeys(range(18), 2.0))
 

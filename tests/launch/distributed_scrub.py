@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from hf_scrub import ScrubConfig, ScrubTrainer  # noqa: E402
 from hf_scrub.evaluation import evaluate_model, predict_splits  # noqa: E402
-from hf_scrub.schedule import PHASE_KEY, WEIGHT_KEY, Phase  # noqa: E402
+from hf_scrub.schedule import PHASE_KEY, TEACHER_KEY, WEIGHT_KEY, Phase  # noqa: E402
 
 # Sizes chosen so that no split divides into full batches: 2 processes x eval batch 4 = 8.
 FORGET, RETAIN, FORGET_VALIDATION, TEST = 10, 30, 13, 21
@@ -34,18 +34,20 @@ EVAL_BATCH = 4
 
 
 class RecordingScrubTrainer(ScrubTrainer):
-    """Records (optimizer step, phase, examples, weight sum) for every micro-step this process runs."""
+    """Records (optimizer step, phase, examples, weight sum, cached teacher logits?) for every micro-step it runs."""
 
     micro_steps: list
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if PHASE_KEY in inputs:
             entry = [self.state.global_step, Phase(inputs[PHASE_KEY]).name, len(inputs["labels"])]
-            self.micro_steps.append(entry + [round(float(inputs[WEIGHT_KEY].sum()), 6)])
+            self.micro_steps.append(entry + [round(float(inputs[WEIGHT_KEY].sum()), 6), TEACHER_KEY in inputs])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def run(out: Path, forget_batch: int, retain_batch: int, accumulation: int, world_size: int, rank: int) -> None:
+def run(
+    out: Path, forget_batch: int, retain_batch: int, accumulation: int, world_size: int, rank: int, cache: bool
+) -> None:
     slots = world_size * accumulation
     if forget_batch % slots or retain_batch % slots:
         raise SystemExit(f"global batch sizes must divide by world_size x accumulation = {slots}")
@@ -70,6 +72,7 @@ def run(out: Path, forget_batch: int, retain_batch: int, accumulation: int, worl
         report_to="none",
         disable_tqdm=True,
         seed=0,
+        cache_teacher_outputs=cache,
     )
     forget, retain = token_dataset(FORGET, 1), token_dataset(RETAIN, 2)
     forget_validation, test = token_dataset(FORGET_VALIDATION, 3), token_dataset(TEST, 4)
@@ -141,13 +144,14 @@ def main() -> None:
     parser.add_argument("--forget-batch", type=int, default=4, help="global forget batch per optimizer step")
     parser.add_argument("--retain-batch", type=int, default=8, help="global retain batch per optimizer step")
     parser.add_argument("--gradient-accumulation-steps", type=int, nargs="+", default=[1])
+    parser.add_argument("--cache-teacher-outputs", action="store_true")
     cli = parser.parse_args()
     torch.set_num_threads(1)  # the launches share 2 cores; also keeps CPU kernels' reduction order fixed
     world_size, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     for accumulation in cli.gradient_accumulation_steps:
         out = cli.out / f"ga{accumulation}"
         out.mkdir(parents=True, exist_ok=True)
-        run(out, cli.forget_batch, cli.retain_batch, accumulation, world_size, rank)
+        run(out, cli.forget_batch, cli.retain_batch, accumulation, world_size, rank, cli.cache_teacher_outputs)
 
 
 if __name__ == "__main__":
