@@ -102,9 +102,7 @@ def _deepspeed_inference_engine(module: nn.Module, accelerator: Any) -> nn.Modul
     config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
     config.pop("optimizer", None)
     config.pop("scheduler", None)
-    config["train_micro_batch_size_per_gpu"] = accelerator.state.deepspeed_plugin.deepspeed_config.get(
-        "train_micro_batch_size_per_gpu", 1
-    )
+    config.setdefault("train_micro_batch_size_per_gpu", 1)  # DeepSpeed requires one, even without training
     if config.get("zero_optimization", {}).get("stage") != 3:  # only ZeRO-3 shards parameters
         config.setdefault("zero_optimization", {})["stage"] = 0
     engine, *_ = deepspeed.initialize(model=module, config=config)

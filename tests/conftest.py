@@ -68,10 +68,9 @@ def token_dataset(n: int, seed: int, num_labels: int = 2, length: int = 8, vocab
     ).with_format("torch")
 
 
-def scrub_config(tmp_path, **kwargs):
-    from hf_scrub import ScrubConfig
-
-    defaults = dict(
+def tiny_run_args(tmp_path) -> dict:
+    """Arguments every unlearning config in the unit tests shares: CPU, no saving or reporting, small batches."""
+    return dict(
         output_dir=str(tmp_path / "out"),
         report_to="none",
         use_cpu=True,
@@ -79,12 +78,16 @@ def scrub_config(tmp_path, **kwargs):
         logging_steps=1,
         per_device_forget_batch_size=4,
         per_device_train_batch_size=8,
-        num_train_epochs=3,
-        forget_epochs=2,
         learning_rate=1e-3,
         disable_tqdm=True,
         seed=0,
     )
+
+
+def scrub_config(tmp_path, **kwargs):
+    from hf_scrub import ScrubConfig
+
+    defaults = {**tiny_run_args(tmp_path), "num_train_epochs": 3, "forget_epochs": 2}
     return ScrubConfig(**{**defaults, **kwargs})
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_same_weights, pixel_dataset, tiny_bert, token_dataset, train_plain
+from conftest import assert_same_weights, pixel_dataset, tiny_bert, tiny_run_args, token_dataset, train_plain
 
 from hf_scrub.baselines import BadTeacherTrainer, FinetuneTrainer, NegGradPlusTrainer, NegGradTrainer
 from hf_scrub.config import BadTeacherConfig, NegGradPlusConfig, UnlearningConfig
@@ -77,7 +77,7 @@ def test_finetune_equals_plain_trainer_on_retain(tmp_path):
 def test_neggrad_only_ascends_the_forget_loss(tmp_path):
     trainer = NegGradTrainer(
         model=tiny_bert(dropout=0.0),
-        args=UnlearningConfig(**base_args(tmp_path), num_train_epochs=3),
+        args=UnlearningConfig(**tiny_run_args(tmp_path), num_train_epochs=3),
         forget_dataset=token_dataset(8, 1),
         retain_dataset=token_dataset(16, 2),
     )
@@ -91,7 +91,7 @@ def test_neggrad_only_ascends_the_forget_loss(tmp_path):
 def test_neggrad_plus_steps_and_logs(tmp_path):
     trainer = NegGradPlusTrainer(
         model=tiny_bert(dropout=0.0),
-        args=NegGradPlusConfig(**base_args(tmp_path), beta=0.9, num_train_epochs=2),
+        args=NegGradPlusConfig(**tiny_run_args(tmp_path), beta=0.9, num_train_epochs=2),
         forget_dataset=token_dataset(8, 1),
         retain_dataset=token_dataset(16, 2),
     )
@@ -101,7 +101,7 @@ def test_neggrad_plus_steps_and_logs(tmp_path):
     for entry in logs:  # loss = beta * mean CE_retain - (1 - beta) * mean CE_forget
         assert entry["loss"] == pytest.approx(0.9 * entry["retain_ce"] - 0.1 * entry["forget_ce"], rel=1e-4)
     with pytest.raises(ValueError, match="beta must be in"):
-        NegGradPlusConfig(**base_args(tmp_path), beta=1.5)
+        NegGradPlusConfig(**tiny_run_args(tmp_path), beta=1.5)
 
 
 def test_bad_teacher_moves_forget_predictions_towards_the_random_teacher(tmp_path):
@@ -110,7 +110,7 @@ def test_bad_teacher_moves_forget_predictions_towards_the_random_teacher(tmp_pat
     forget = pixel_dataset(10, 1)
     trainer = BadTeacherTrainer(
         model=tiny_resnet(),
-        args=BadTeacherConfig(**{**base_args(tmp_path), "learning_rate": 0.01}, num_train_epochs=3),
+        args=BadTeacherConfig(**{**tiny_run_args(tmp_path), "learning_rate": 0.01}, num_train_epochs=3),
         forget_dataset=forget,
         retain_dataset=pixel_dataset(30, 2),
     )
@@ -124,22 +124,7 @@ def test_bad_teacher_moves_forget_predictions_towards_the_random_teacher(tmp_pat
     with pytest.raises(TypeError, match="needs a BadTeacherConfig"):
         BadTeacherTrainer(
             model=tiny_resnet(),
-            args=UnlearningConfig(**base_args(tmp_path)),
+            args=UnlearningConfig(**tiny_run_args(tmp_path)),
             forget_dataset=forget,
             retain_dataset=pixel_dataset(30, 2),
         )
-
-
-def base_args(tmp_path):
-    return dict(
-        output_dir=str(tmp_path / "out"),
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        seed=0,
-        logging_steps=1,
-        per_device_forget_batch_size=4,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        disable_tqdm=True,
-    )

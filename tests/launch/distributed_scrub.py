@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from hf_scrub import ScrubConfig, ScrubTrainer  # noqa: E402
 from hf_scrub.evaluation import evaluate_model, predict_splits  # noqa: E402
+from hf_scrub.rewind import whole_state  # noqa: E402
 from hf_scrub.schedule import PHASE_KEY, TEACHER_KEY, WEIGHT_KEY, Phase  # noqa: E402
 
 # Sizes chosen so that no split divides into full batches: 2 processes x eval batch 4 = 8.
@@ -130,12 +131,7 @@ def teacher_placement(trainer: ScrubTrainer) -> dict:
 def full_weights(trainer: ScrubTrainer) -> dict[str, torch.Tensor]:
     """The student's whole state dict on every process (under ZeRO-3, gathered from the partitions)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if trainer.is_deepspeed_enabled:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return whole_state(model, set(model.state_dict()), "zero3" if trainer.is_deepspeed_enabled else "none")
 
 
 def main() -> None:
