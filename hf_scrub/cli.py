@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 
 from .baselines import METHODS
 from .config import ScrubConfig, preset_values
+from .hub import HubPushError
 from .pipeline import ScriptArguments, run_unlearning
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -61,12 +62,41 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     return script_args, config
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point of `scripts/scrub.py` (and the `hf-scrub` command)."""
-    argv = sys.argv[1:] if argv is None else argv
+# A user's mistake (bad argument, data, folder, request): one line, exit 2. A run that could not finish (diverged,
+# Hub push failed): one line, exit 1. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+RUN_FAILURES = (FloatingPointError, HubPushError)
+
+
+def _pop_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """`--debug` alone is ours (keep tracebacks); `--debug <option>` is TrainingArguments' and stays in argv."""
+    if "--debug" not in argv:
+        return argv, False
+    index = argv.index("--debug")
+    if index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+        return argv, True
+    return argv[:index] + argv[index + 1 :], True
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Parse `argv` (no arguments: the embedded demo) and run the unlearning job; errors propagate."""
     if not argv:
         from .demo import demo_arguments
 
         argv = demo_arguments()
     script_args, config = parse_args(argv)
     return run_unlearning(script_args, config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `scripts/scrub.py`: the exit status (0 done, 1 run failed, 2 bad input)."""
+    argv, debug = _pop_debug_flag(sys.argv[1:] if argv is None else list(argv))
+    try:
+        run(argv)
+    except (*USER_ERRORS, *RUN_FAILURES) as error:
+        if debug:
+            raise
+        status = 1 if isinstance(error, RUN_FAILURES) else 2
+        print(f"error: {error} (run again with --debug for the traceback)", file=sys.stderr)
+        return status
+    return 0

@@ -162,8 +162,16 @@ class UnlearningConfig(TrainingArguments):
                 f"num_train_epochs counts whole epochs and must be an integer >= 1, got {self.num_train_epochs}."
             )
         self.num_train_epochs = int(self.num_train_epochs)
-        if self.per_device_forget_batch_size < 1:
-            raise ValueError(f"per_device_forget_batch_size must be >= 1, got {self.per_device_forget_batch_size}.")
+        for name in (
+            "per_device_forget_batch_size",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)}.")
+        if not math.isfinite(self.learning_rate) or self.learning_rate < 0:
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {self.learning_rate}.")
         if not 0 < self.retain_fraction <= 1:
             raise ValueError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}.")
         if self.max_steps > 0:

@@ -8,6 +8,7 @@ needs. Every check raises before any model is loaded or trained, with a message 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -103,6 +104,8 @@ class UnlearningSplits:
     forgotten classes): the reference for SCRUB+R's rewind and the "unseen" side of the membership attack.
     `forget_rows` are the forget examples' positions in the original training split (or their ids when an id
     column was used), so a request can be recorded (hashed) without storing the examples.
+    `test_held_out_from_train` is True when the dataset had no test split and `test` was drawn from the retain side
+    of the training split: the original model saw those examples, so they are not "unseen" (see `warnings`).
     """
 
     forget: Dataset
@@ -113,6 +116,8 @@ class UnlearningSplits:
     forget_classes: list[int] = field(default_factory=list)
     class_names: list[str] | None = None
     forget_rows: list[Any] = field(default_factory=list)
+    test_held_out_from_train: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         """The `forget` block of `unlearning_results.json`."""
@@ -125,6 +130,7 @@ class UnlearningSplits:
         info["num_retain_examples"] = len(self.retain)
         info["num_test_examples"] = len(self.test)
         info["num_forget_validation_examples"] = len(self.forget_validation)
+        info["test_held_out_from_train"] = self.test_held_out_from_train
         return info
 
 
@@ -135,12 +141,35 @@ def forget_ids_digest(forget_rows: Iterable[Any]) -> str:
 
 
 def read_forget_list(path: str | Path) -> list[Any]:
-    """Read indices or ids from a JSON list or a text file with one entry per line (ints stay ints)."""
-    text = Path(path).read_text()
+    """Read indices or ids from a JSON list or a text file with one entry per line (ints stay ints).
+
+    A malformed file is refused with its name and the position of the first bad entry.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"Cannot read the forget indices file {str(path)!r}: {error}.") from None
     if text.lstrip().startswith("["):
-        entries = json.loads(text)
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"The forget indices file {str(path)!r} is not valid JSON (line {error.lineno}, column {error.colno}: "
+                f"{error.msg}). Write a JSON list such as [3, 17, 42], or one index/id per line."
+            ) from None
+        if not isinstance(entries, list):
+            raise ValueError(
+                f"The forget indices file {str(path)!r} must hold a JSON list, got {type(entries).__name__}."
+            )
+        for position, entry in enumerate(entries):
+            if isinstance(entry, bool) or not isinstance(entry, (int, str)):
+                raise ValueError(
+                    f"Entry {position} of the forget indices file {str(path)!r} is {entry!r}: each entry must be a "
+                    "row index (integer) or an id (string)."
+                )
     else:
-        entries = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        entries = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return [int(e) if isinstance(e, str) and e.lstrip("-").isdigit() else e for e in entries]
 
 
@@ -166,13 +195,108 @@ def resolve_classes(classes: Iterable[int | str], names: list[str] | None, prese
     return sorted(set(resolved))
 
 
-def _split_off_test(train: Dataset, label_column: str, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
+HELD_OUT_SEEN_WARNING = (
+    "The dataset has no test split, so {num_test} examples were held out of the training split (from its retain "
+    "side) as the test set. The original model was trained on them: they are not unseen data, so the membership "
+    "attack (mia) and the forget-validation numbers compare the forget set with other training data and are not "
+    "privacy evidence. Pass a split the model never saw with --test_split (or a DatasetDict with a 'test' split)."
+)
+
+
+def check_labels(dataset: Dataset, label_column: str, split_name: str) -> np.ndarray:
+    """The label column as integer class ids; missing (None/NaN) or non-integer labels raise, naming the rows."""
+    column = dataset.select_columns([label_column]).with_format("arrow")[label_column]
+    missing = np.flatnonzero(np.asarray(column.is_null(nan_is_null=True)))
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} row(s) of the {split_name} split have no label in column {label_column!r} (None or NaN), "
+            f"e.g. rows {missing[:5].tolist()}. Drop or fill them before unlearning, e.g. "
+            f"`dataset.filter(lambda row: row[{label_column!r}] is not None)`."
+        )
+    labels = label_values(dataset, label_column)
+    if labels.dtype.kind == "f":
+        fractional = np.flatnonzero(labels != np.round(labels))
+        if len(fractional):
+            raise ValueError(
+                f"The {split_name} split's {label_column!r} column holds non-integer values, e.g. "
+                f"{labels[fractional[:3]].tolist()} in rows {fractional[:3].tolist()}: labels must be class ids."
+            )
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"The {split_name} split's {label_column!r} column holds {labels.dtype} values; unlearning needs integer "
+            "class ids. Encode it with `dataset.class_encode_column(...)`."
+        )
+    return labels
+
+
+def check_texts(dataset: Dataset, text_column: str, split_name: str) -> None:
+    """Refuse None or empty texts, naming the rows: they would tokenize to nothing (or crash the tokenizer)."""
+    texts = dataset.select_columns([text_column]).with_format("arrow")[text_column].to_pylist()
+    bad = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} row(s) of the {split_name} split have no text in column {text_column!r} (None, empty or "
+            f"not a string), e.g. rows {bad[:5]}. Drop or fill them before unlearning."
+        )
+
+
+def check_images(dataset: Dataset, image_column: str, split_name: str) -> None:
+    """Decode every image once, before any model is loaded, and name the first unreadable one."""
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    if not isinstance(dataset.features.get(image_column), ImageFeature):
+        return
+    raw = dataset.select_columns([image_column]).cast_column(image_column, ImageFeature(decode=False))
+    for row, value in enumerate(raw[image_column]):
+        try:
+            if value is None:
+                raise ValueError("no image")
+            source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+            with Image.open(source) as image:
+                image.load()
+        except Exception as error:  # PIL raises many types for corrupt data
+            raise ValueError(
+                f"Row {row} of the {split_name} split has an unreadable image in column {image_column!r} "
+                f"({type(error).__name__}: {error}). Remove or repair it before unlearning."
+            ) from None
+
+
+def assert_disjoint_rows(parts: dict[str, np.ndarray], num_rows: int) -> None:
+    """The forget / retain / held-out positions in one split must not share a row. Raised, never `assert`ed, so
+    it cannot be switched off (`python -O`): a forget row in the retain set would be trained on, not forgotten."""
+    owner = np.full(num_rows, -1)
+    names = list(parts)
+    for index, name in enumerate(names):
+        rows = parts[name]
+        clash = rows[owner[rows] >= 0]
+        if len(clash) or len(np.unique(rows)) != len(rows):
+            other = names[owner[clash[0]]] if len(clash) else name
+            raise RuntimeError(
+                f"Internal error: training row {int(clash[0]) if len(clash) else int(rows[0])} is in both the {name} "
+                f"and the {other} split. Nothing was trained; please report this."
+            )
+        owner[rows] = index
+
+
+def _held_out_rows(rows: np.ndarray, labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `rows` into (kept, held out), stratified by label when every class has at least two rows."""
+    from sklearn.model_selection import train_test_split
+
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1) to hold out a test split, got {test_size}.")
-    stratify = label_column if isinstance(train.features.get(label_column), ClassLabel) else None
-    parts = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify)
-    logger.info("No test split: held out %d of %d training examples as test.", len(parts["test"]), len(train))
-    return parts["train"], parts["test"]
+    if len(rows) < 2:
+        raise ValueError(
+            f"The dataset has no test split and only {len(rows)} retain example(s) to hold one out from. "
+            "Pass a test split (--test_split) or more data."
+        )
+    counts = np.unique(labels[rows], return_counts=True)[1]
+    stratify = labels[rows] if counts.min() >= 2 and round(test_size * len(rows)) >= len(counts) else None
+    if stratify is None:
+        logger.warning("The held-out test split is not stratified: some class has fewer than 2 retain examples.")
+    kept, held_out = train_test_split(rows, test_size=test_size, random_state=seed, stratify=stratify)
+    return np.sort(kept), np.sort(held_out)
 
 
 def make_unlearning_splits(
@@ -199,9 +323,14 @@ def make_unlearning_splits(
       path of a JSON list / text file with one entry per line;
     - `forget_column`: a boolean column, True = forget.
 
-    The test split is `dataset[test_split]`, or, when absent, a stratified `test_size` hold-out of the training
-    split. Retain examples identical to a forget example are dropped (they would make the request contradictory).
+    The forget request is resolved on the training split exactly as given, before anything else. The test split is
+    `dataset[test_split]`; when absent, a stratified `test_size` share of the *retain* rows is held out (never a
+    forget row), and `warnings` says that the original model saw it (docs/design.md §15). Forget, retain and
+    held-out rows are then checked to be disjoint by position, and retain examples identical to a forget example are
+    dropped (they would make the request contradictory).
     """
+    if num_forget_examples is not None and num_forget_examples < 1:
+        raise ValueError(f"num_forget_examples must be a positive number of examples, got {num_forget_examples}.")
     forget_split_given = isinstance(dataset, DatasetDict) and "forget" in dataset and "retain" in dataset
     chosen = [
         name
@@ -225,22 +354,26 @@ def make_unlearning_splits(
         if base_name not in dataset:
             raise ValueError(f"Split {base_name!r} not found; the dataset has splits {list(dataset)}.")
         train = dataset[base_name]
+        if test_split and test_split not in dataset and test_split != "test":
+            raise ValueError(f"Split {test_split!r} (--test_split) not found; the dataset has splits {list(dataset)}.")
         test = dataset[test_split] if test_split and test_split in dataset else None
     else:
-        train, test = dataset, None
+        base_name, train, test = train_split, dataset, None
     require_columns(train, {"label_column": label_column, "id_column": id_column, "forget_column": forget_column})
-    if test is None:
-        train, test = _split_off_test(train, label_column, test_size, seed)
-    require_columns(test, {"label_column": label_column}, where="the test split")
+    if test is not None:
+        require_columns(test, {"label_column": label_column}, where="the test split")
+        check_labels(test, label_column, test_split or "test")
     names = class_names_of(train, label_column)
-    labels = label_values(train, label_column)
+    labels = check_labels(train, label_column, base_name)
 
+    # 1. The forget request, on the training split as given.
     classes: list[int] = []
     if forget_split_given and not chosen:
-        forget, retain, forget_type = dataset["forget"], train, "splits"
+        forget, forget_type = dataset["forget"], "splits"
         require_columns(forget, {"label_column": label_column}, where="the forget split")
-        forget_rows = list(range(len(forget)))
-        check_disjoint(forget, retain)
+        check_labels(forget, label_column, "forget")
+        forget_positions = np.array([], dtype=np.int64)  # the forget split is not part of `train`
+        forget_rows: list[Any] = list(range(len(forget)))
     else:
         if forget_classes or num_forget_examples:
             if forget_classes:
@@ -255,30 +388,50 @@ def make_unlearning_splits(
                         "match the forget classes."
                     )
                 rng = np.random.default_rng(seed)
-                rows = np.sort(rng.choice(candidates, size=num_forget_examples, replace=False))
+                forget_positions = np.sort(rng.choice(candidates, size=num_forget_examples, replace=False))
                 forget_type = "selective"
             else:
-                rows, forget_type = candidates, "class"
+                forget_positions, forget_type = candidates, "class"
         elif forget_indices is not None:
+            source = str(forget_indices) if isinstance(forget_indices, (str, Path)) else "forget_indices"
             entries = read_forget_list(forget_indices) if isinstance(forget_indices, (str, Path)) else forget_indices
-            rows = _rows_for_entries(train, list(entries), id_column)
+            forget_positions = _rows_for_entries(train, list(entries), id_column, source)
             forget_type = "ids" if id_column else "indices"
         else:
             flags = np.asarray(train[forget_column])
             if flags.dtype != bool:
                 raise ValueError(f"forget_column {forget_column!r} must be boolean, got {flags.dtype} values.")
-            rows, forget_type = np.flatnonzero(flags), "column"
-        if len(rows) == 0:
+            forget_positions, forget_type = np.flatnonzero(flags), "column"
+        if len(forget_positions) == 0:
             raise ValueError("The forget set is empty: the selection matched no training example.")
-        forget_rows = [train[id_column][int(r)] for r in rows] if id_column else [int(r) for r in rows]
-        forget = train.select(rows)
-        is_forget = np.zeros(len(train), dtype=bool)
-        is_forget[rows] = True
-        retain = train.select(np.flatnonzero(~is_forget))
-        retain = _drop_duplicates_of(retain, forget)
-
+        forget_positions = np.asarray(forget_positions, dtype=np.int64)
+        forget_rows = (
+            [train[id_column][int(r)] for r in forget_positions] if id_column else [int(r) for r in forget_positions]
+        )
+        forget = train.select(forget_positions)
     if len(forget) == 0:
         raise ValueError("The forget set is empty: there is nothing to unlearn.")
+
+    # 2. The retain rows are everything else; a held-out test split, when needed, comes from them only.
+    is_forget = np.zeros(len(train), dtype=bool)
+    is_forget[forget_positions] = True
+    retain_positions = np.flatnonzero(~is_forget)
+    held_out_positions = np.array([], dtype=np.int64)
+    warnings: list[str] = []
+    if test is None:
+        retain_positions, held_out_positions = _held_out_rows(retain_positions, labels, test_size, seed)
+        test = train.select(held_out_positions)
+        warnings.append(HELD_OUT_SEEN_WARNING.format(num_test=len(test)))
+        logger.warning(warnings[-1])
+    assert_disjoint_rows(
+        {"forget": forget_positions, "retain": retain_positions, "test": held_out_positions}, len(train)
+    )
+    retain = train.select(retain_positions)
+    if forget_type == "splits":
+        check_disjoint(forget, retain)
+    else:
+        retain = _drop_duplicates_of(retain, forget)
+
     forget_labels = label_values(forget, label_column)
     validation_classes = classes or sorted(set(forget_labels.tolist()))
     test_labels = label_values(test, label_column)
@@ -292,23 +445,32 @@ def make_unlearning_splits(
         forget_classes=classes,
         class_names=names,
         forget_rows=forget_rows,
+        test_held_out_from_train=bool(len(held_out_positions)),
+        warnings=warnings,
     )
 
 
-def _rows_for_entries(train: Dataset, entries: list[Any], id_column: str | None) -> np.ndarray:
+def _rows_for_entries(train: Dataset, entries: list[Any], id_column: str | None, source: str) -> np.ndarray:
     if not entries:
-        raise ValueError("The forget set is empty: the list of forget indices/ids has no entries.")
+        raise ValueError(f"The forget set is empty: {source} lists no indices/ids.")
     if id_column:
         position = {value: i for i, value in enumerate(train[id_column])}
         missing = [e for e in entries if e not in position]
         if missing:
-            raise ValueError(f"{len(missing)} forget ids are not in column {id_column!r}, e.g. {missing[:5]}.")
+            raise ValueError(
+                f"{len(missing)} forget id(s) from {source} are not in column {id_column!r}, e.g. {missing[:5]}."
+            )
         return np.array(sorted({position[e] for e in entries}))
-    bad = [e for e in entries if not isinstance(e, (int, np.integer)) or not 0 <= e < len(train)]
+    bad = [
+        (i, e)
+        for i, e in enumerate(entries)
+        if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or not 0 <= e < len(train)
+    ]
     if bad:
+        where = ", ".join(f"entry {i}: {e!r}" for i, e in bad[:5])
         raise ValueError(
-            f"Forget indices must be row positions in [0, {len(train)}); got {bad[:5]}. "
-            "To select by an id column, pass id_column."
+            f"Forget indices must be row positions in [0, {len(train)}) of the training split; {source} has {where}. "
+            "To select by an id column, pass id_column (--id_column)."
         )
     return np.array(sorted(set(int(e) for e in entries)))
 

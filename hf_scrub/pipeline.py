@@ -9,8 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
+import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,19 +19,39 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
+from huggingface_hub.utils import validate_repo_id
+from torch import nn
 from transformers import TrainerCallback, set_seed
 
 from . import __version__
 from .baselines import METHODS, fresh_model_like
 from .card import write_card
 from .config import UnlearningConfig
-from .data import UnlearningSplits, make_unlearning_splits, require_columns
+from .data import (
+    UnlearningSplits,
+    check_images,
+    check_texts,
+    forget_ids_digest,
+    make_unlearning_splits,
+    require_columns,
+)
 from .evaluation import evaluate_model, prediction_trainer
 from .hub import push_folder_to_hub
+from .output import (
+    RESULTS_FILE,
+    STAGING_DIR,
+    RequestStamp,
+    check_output_location,
+    replace_folder_contents,
+    resolve_resume_checkpoint,
+)
 from .relearn import relearn_time
 from .tasks import (
     IMAGE_CLASSIFICATION,
+    TASKS,
     check_model_matches_labels,
+    check_model_reference,
     data_collator_for,
     infer_task,
     load_model_and_processor,
@@ -41,7 +62,8 @@ from .unlearning_trainer import UnlearningTrainer
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "unlearning_results.json"
+# A retain accuracy lower than the original's by more than this is reported as a warning.
+RETAIN_DROP_WARNING = 0.05
 REPORTED_HYPERPARAMETERS = (
     "alpha",
     "gamma",
@@ -127,7 +149,16 @@ class ScriptArguments:
     max_length: int | None = field(default=128, metadata={"help": "Maximum tokens per text example."})
     preset: str | None = field(
         default=None,
-        metadata={"help": "A named SCRUB preset (selective, class, small); explicit arguments override it."},
+        metadata={
+            "help": "A named SCRUB preset (selective, class, small, transformer); explicit arguments override it."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow --output_dir to be a non-empty folder that hf_scrub did not write: its content is replaced "
+            "as a whole by this run's output. A folder written by an earlier hf_scrub run is always replaced."
+        },
     )
     retrain_model_name_or_path: str | None = field(
         default=None,
@@ -161,13 +192,23 @@ class ScriptArguments:
 
 def load_any_dataset(name: str, config_name: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
     """A `save_to_disk` folder, local data files, or a Hub dataset id, in that order of preference."""
-    path = Path(name)
+    path = Path(name).expanduser()
     if path.is_dir() and any((path / marker).exists() for marker in ("dataset_dict.json", "dataset_info.json")):
         return datasets.load_from_disk(str(path))
     suffixes = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
     if path.is_file() and path.suffix in suffixes:
         return datasets.load_dataset(suffixes[path.suffix], data_files=str(path))
-    return datasets.load_dataset(name, config_name)
+    if path.is_file():
+        raise ValueError(
+            f"--dataset_name {name!r} is a {path.suffix or 'suffix-less'} file; data files must be .csv, .json, "
+            ".jsonl or .parquet (or pass a save_to_disk folder)."
+        )
+    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ValueError(f"--dataset_name {name!r}: no such file or folder. Check the path.")
+    try:
+        return datasets.load_dataset(name, config_name)
+    except (OSError, ConnectionError, FileNotFoundError) as error:
+        raise ValueError(f"Could not load the dataset {name!r}: {error}") from None
 
 
 def lora_config(script_args: ScriptArguments, task: str) -> Any:
@@ -186,28 +227,58 @@ def lora_config(script_args: ScriptArguments, task: str) -> Any:
     return LoraConfig(**common, task_type=TaskType.SEQ_CLS)
 
 
-def check_output_dir(output_dir: str, model_name_or_path: str) -> None:
-    """The input model folder is never written to: refuse an output folder that is it or lies inside it."""
-    model_dir = Path(model_name_or_path)
-    if model_dir.is_dir():
-        out, src = Path(output_dir).resolve(), model_dir.resolve()
-        if out == src or src in out.parents:
-            raise ValueError(
-                f"output_dir {output_dir!r} is the input model folder or inside it; the original model is never "
-                "modified. Choose another --output_dir."
-            )
+def check_finite_model(trainer: UnlearningTrainer) -> None:
+    """Refuse to save a model with non-finite weights: it would load, and answer garbage, without any error."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    bad = [name for name, p in model.named_parameters() if p.numel() and not torch.isfinite(p.detach()).all()]
+    flag = torch.tensor(float(bool(bad)), device=trainer.args.device)
+    if trainer.accelerator.num_processes > 1:  # under ZeRO-3 / FSDP each process holds a shard
+        flag = trainer.accelerator.reduce(flag, reduction="max")
+    if flag.item():
+        raise FloatingPointError(
+            f"The unlearned model has non-finite weights ({', '.join(bad[:3]) or 'in another process'}...): the run "
+            "diverged. Nothing was written. Lower learning_rate or enable gradient clipping (max_grad_norm)."
+        )
+
+
+def check_finite_results(results: Any, where: str = "results") -> None:
+    """Every reported number must be finite: a NaN metric is a failed evaluation, not a result."""
+    if isinstance(results, dict):
+        for key, value in results.items():
+            check_finite_results(value, f"{where}.{key}")
+    elif isinstance(results, (list, tuple)):
+        for index, value in enumerate(results):
+            check_finite_results(value, f"{where}[{index}]")
+    elif isinstance(results, float) and not math.isfinite(results):
+        raise FloatingPointError(
+            f"{where} is {results}: the evaluation produced a non-finite number (a diverged model?). Nothing was "
+            "written. Lower learning_rate or enable gradient clipping (max_grad_norm)."
+        )
 
 
 def write_outputs(
-    trainer: UnlearningTrainer, processor: Any, results: dict[str, Any], output_dir: str, save_merged: bool = False
+    trainer: UnlearningTrainer,
+    processor: Any,
+    results: dict[str, Any],
+    output_dir: str,
+    save_merged: bool = False,
+    keep: set[str] = frozenset(),
+    repo_id: str | None = None,
 ) -> None:
     """Write model, processor, evaluation card, plot and results completely or not at all.
 
-    Everything is first written to a staging folder inside `output_dir`, then moved into place file by file with
-    `os.replace`, `unlearning_results.json` last: its presence means the folder is complete. On failure the
-    staging folder is removed and whatever was in `output_dir` before is untouched.
+    Everything is assembled in a staging folder inside `output_dir`, then replaces the folder's previous content as
+    a whole (`replace_folder_contents`: this run's checkpoints in `keep` stay), `unlearning_results.json` last: its
+    presence means the folder is complete. On failure the staging folder is removed and the previous content is
+    back in place. Nothing here touches the Hub.
     """
-    staging = Path(output_dir) / f".staging-{os.getpid()}"
+    check_finite_results(results)
+    text = json.dumps(results, indent=2, allow_nan=False) + "\n"
+    folder = Path(output_dir)
+    staging = folder / STAGING_DIR
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed while finishing
+    trainer.accelerator.wait_for_everyone()
     try:
         trainer.save_model(str(staging))  # collective under FSDP/DeepSpeed: every process calls it
         if trainer.is_world_process_zero():
@@ -216,13 +287,9 @@ def write_outputs(
             if save_merged and hasattr(model, "merge_and_unload"):  # a peft model: adapters folded into the base
                 copy.deepcopy(model).merge_and_unload().save_pretrained(str(staging / "merged"))
                 processor.save_pretrained(str(staging / "merged"))
-            write_card(results, staging, repo_id=trainer.args.hub_model_id if trainer.args.push_to_hub else None)
-            (staging / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-            for item in sorted(staging.iterdir(), key=lambda p: p.name == RESULTS_FILE):
-                target = Path(output_dir) / item.name
-                if target.is_dir() and item.is_dir():
-                    shutil.rmtree(target)
-                os.replace(item, target)
+            write_card(results, staging, repo_id=repo_id)
+            (staging / RESULTS_FILE).write_text(text)
+            replace_folder_contents(folder, staging, keep)
     finally:
         if trainer.is_world_process_zero():
             shutil.rmtree(staging, ignore_errors=True)
@@ -247,6 +314,7 @@ def format_table(reports: dict[str, dict[str, float]]) -> str:
 
 
 def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSplits, str]:
+    """Load the data and resolve the forget request, checking every split's labels and inputs (no model needed)."""
     if not script_args.dataset_name:
         raise ValueError("--dataset_name is required (a Hub id, a save_to_disk folder or a data file).")
     dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config_name)
@@ -254,6 +322,8 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
     if isinstance(dataset, datasets.DatasetDict):
         name = next((n for n in (script_args.train_split, "retain") if n in dataset), next(iter(dataset)))
         reference = dataset[name]
+    if script_args.task is not None and script_args.task not in TASKS:
+        raise ValueError(f"Unknown --task {script_args.task!r}; choose one of {', '.join(TASKS)}.")
     task = script_args.task or infer_task(reference, script_args.image_column, script_args.text_column)
     data_column = script_args.image_column if task == IMAGE_CLASSIFICATION else script_args.text_column
     require_columns(reference, {"image_column" if task == IMAGE_CLASSIFICATION else "text_column": data_column})
@@ -270,6 +340,9 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
         test_size=script_args.test_size,
         seed=seed,
     )
+    check_inputs = check_images if task == IMAGE_CLASSIFICATION else check_texts
+    for split_name in ("forget", "retain", "test"):
+        check_inputs(getattr(splits, split_name), data_column, split_name)
     return splits, task
 
 
@@ -299,34 +372,98 @@ def check_deepspeed_options(script_args: ScriptArguments, config: UnlearningConf
 
 
 class _ReportAtTrainBegin(TrainerCallback):
-    """Evaluates the model as training starts, before the first step: the original model, inside the training run."""
+    """Evaluates the model as training starts, before the first step: the original model, inside the training run.
 
-    def __init__(self, evaluate: Callable[[], dict[str, float]]) -> None:
+    The report also goes into the request stamp, so that checkpoints carry it for a resumed run.
+    """
+
+    def __init__(self, evaluate: Callable[[], dict[str, float]], stamp: RequestStamp) -> None:
         self.evaluate = evaluate
+        self.stamp = stamp
         self.report: dict[str, float] = {}
         self.seconds = 0.0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         start = time.perf_counter()
         self.report = self.evaluate()
+        self.stamp.request["original"] = self.report
         self.seconds = time.perf_counter() - start
+
+
+def model_reference(model_name_or_path: str) -> str:
+    """How the results name a model: a Hub id as given, a local folder by its name only (no local paths)."""
+    path = Path(model_name_or_path).expanduser()
+    return path.resolve().name if path.exists() else model_name_or_path
+
+
+def _linear_module_names(model: Any) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
+
+
+def _result_warnings(trainer: UnlearningTrainer, reports: dict[str, Any]) -> list[str]:
+    """What a reader of the results must know about this run's outcome (also printed and shown on the card)."""
+    warnings = []
+    if trainer.rewind_epoch == 0:
+        warnings.append(
+            "SCRUB+R chose epoch 0: the returned model is the original model, unchanged (no epoch's forget error "
+            "was closer to the forget-validation reference)."
+        )
+    before = reports["original"].get("retain_accuracy")
+    after = reports["unlearned"].get("retain_accuracy")
+    if before is not None and after is not None and after < before - RETAIN_DROP_WARNING:
+        warnings.append(
+            f"Retain accuracy fell from {before:.4f} to {after:.4f}: the unlearned model lost much of what it should "
+            "keep. Lower learning_rate, or raise gamma / the number of retain epochs."
+        )
+    return warnings
 
 
 def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> dict[str, Any]:
     """Unlearn, evaluate before/after (and a retrained model), save to `config.output_dir`, optionally push.
 
-    Returns the results written to `unlearning_results.json`.
+    Every check that needs no model (arguments, output folder, data, forget request, resume checkpoint) runs before
+    the model is loaded (docs/design.md §15). Returns the results written to `unlearning_results.json`.
     """
     if not script_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a Hub model id or a local folder).")
-    check_output_dir(config.output_dir, script_args.model_name_or_path)
+    check_model_reference(script_args.model_name_or_path)
+    if script_args.retrain_model_name_or_path:
+        check_model_reference(script_args.retrain_model_name_or_path, "--retrain_model_name_or_path")
+    check_output_location(config.output_dir, script_args.model_name_or_path, script_args.overwrite_output_dir)
     check_deepspeed_options(script_args, config)
-    # The Trainer would push every checkpoint; the finished, complete folder is pushed once at the end instead.
+    # The Trainer pushes inside save_model and at every checkpoint; the finished folder is pushed once, at the end.
     push_to_hub, config.push_to_hub = config.push_to_hub, False
+    # Keep the token out of training_args.bin, which the Trainer pickles into every checkpoint and the output.
+    hub_token, config.hub_token = config.hub_token, None
+    repo_id = (config.hub_model_id or Path(config.output_dir).resolve().name) if push_to_hub else None
+    if repo_id is not None:
+        try:
+            validate_repo_id(repo_id)
+        except Exception as error:
+            raise ValueError(f"--hub_model_id {repo_id!r} is not a valid Hub repo id ({error}).") from None
+    warnings: list[str] = []
+    if config.learning_rate == 0:
+        warnings.append("learning_rate is 0: no step changes the model, so the 'unlearned' model is the original.")
+        logger.warning(warnings[-1])
     set_seed(config.seed)
     splits, task = build_splits(script_args, config.seed)
+    warnings += splits.warnings
+    if config.rewind and len(splits.forget_validation) == 0:
+        raise ValueError(
+            "--rewind true (SCRUB+R) needs held-out examples of the forget set's classes, and there are none (a whole "
+            "class forgotten from a dataset without a test split has no unseen example left). Pass a test split "
+            "(--test_split) or run without --rewind."
+        )
+    request = {
+        "method": script_args.method,
+        "forget_type": splits.forget_type,
+        "num_forget_examples": len(splits.forget),
+        "forget_ids_sha256": forget_ids_digest(splits.forget_rows),
+    }
+    resume = resolve_resume_checkpoint(config.resume_from_checkpoint, config.output_dir, request)
+
     model, processor = load_model_and_processor(script_args.model_name_or_path, task)
-    check_model_matches_labels(model, splits.forget, script_args.label_column)
+    check_model_matches_labels(model, [splits.forget, splits.retain, splits.test], script_args.label_column)
     if task == IMAGE_CLASSIFICATION and config.remove_unused_columns:
         # The image transform needs the raw image column, which the Trainer would otherwise drop before it runs.
         config.remove_unused_columns = False
@@ -353,16 +490,26 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     student = model
     if script_args.method == "retrain":
         student = fresh_model_like(model, config.seed, script_args.retrain_init_from)
-    trainer = trainer_class(
-        model=student,
-        args=config,
-        peft_config=lora_config(script_args, task) if script_args.use_peft else None,
-        forget_dataset=eval_splits["forget"],
-        retain_dataset=eval_splits["retain"],
-        forget_validation_dataset=eval_splits["forget_validation"],
-        data_collator=collator,
-        processing_class=processor,
-    )
+    try:
+        trainer = trainer_class(
+            model=student,
+            args=config,
+            peft_config=lora_config(script_args, task) if script_args.use_peft else None,
+            forget_dataset=eval_splits["forget"],
+            retain_dataset=eval_splits["retain"],
+            forget_validation_dataset=eval_splits["forget_validation"],
+            data_collator=collator,
+            processing_class=processor,
+        )
+    except ValueError as error:
+        if script_args.use_peft and "target modules" in str(error).lower():
+            raise ValueError(
+                f"--use_peft: {error} Name modules of this model with --lora_target_modules; its linear modules "
+                f"are {_linear_module_names(student)}."
+            ) from None
+        raise
+    stamp = RequestStamp(request)
+    trainer.add_callback(stamp)
 
     def evaluate_original() -> dict[str, float]:
         original_trainer = trainer if student is model else prediction_trainer(model, config, collator, processor)
@@ -370,24 +517,32 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
 
     # The original is evaluated as training starts, before the first step, not before `train()`: DeepSpeed wraps
     # the model in an engine at its first `predict` or `train`, and the Trainer cannot train a model first wrapped
-    # for `predict` (a plain Trainer fails alike). Its evaluation time is not counted as unlearning time.
-    original_report = _ReportAtTrainBegin(evaluate_original)
-    trainer.add_callback(original_report)
+    # for `predict` (a plain Trainer fails alike). Its evaluation time is not counted as unlearning time. A resumed
+    # run takes the original's report from the checkpoint: at train begin its model is no longer the original.
+    original_report = _ReportAtTrainBegin(evaluate_original, stamp)
+    if resume:
+        original_report.report = stamp.request["original"] = resume["original"]
+    else:
+        trainer.add_callback(original_report)
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume.get("path"))
     unlearning_seconds = time.perf_counter() - start - original_report.seconds
+    check_finite_model(trainer)
     reports = {"original": original_report.report}
     reports["unlearned"] = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
     if script_args.retrain_model_name_or_path:
         retrain_model, _ = load_model_and_processor(script_args.retrain_model_name_or_path, task)
-        check_model_matches_labels(retrain_model, splits.forget, script_args.label_column)
+        check_model_matches_labels(
+            retrain_model, [splits.forget, splits.retain, splits.test], script_args.label_column
+        )
         retrain_trainer = prediction_trainer(retrain_model, config, collator, processor)
         reports["retrain"] = evaluate_model(retrain_trainer, eval_splits, splits.forget_classes, config.seed)
+    warnings += _result_warnings(trainer, reports)
 
     results: dict[str, Any] = {
         "method": script_args.method,
         "task": task,
-        "model": script_args.model_name_or_path,
+        "model": model_reference(script_args.model_name_or_path),
         "forget": splits.describe(),
         **reports,
         "unlearning_seconds": round(unlearning_seconds, 3),
@@ -398,8 +553,11 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         ],
         "hyperparameters": {key: getattr(config, key) for key in REPORTED_HYPERPARAMETERS if hasattr(config, key)}
         | {"preset": script_args.preset, "use_peft": script_args.use_peft},
+        "warnings": warnings,
         "hf_scrub_version": __version__,
     }
+    if resume:
+        results["resumed_from"] = Path(resume["path"]).name
     if script_args.relearn_time:
         results["relearn_time"] = relearn_time(
             trainer.model,
@@ -409,15 +567,21 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
             data_collator=collator,
             max_epochs=script_args.relearn_max_epochs,
         )
-    config.push_to_hub = push_to_hub
-    write_outputs(trainer, processor, results, config.output_dir, save_merged=script_args.save_merged_model)
+    write_outputs(
+        trainer,
+        processor,
+        results,
+        config.output_dir,
+        save_merged=script_args.save_merged_model,
+        keep=set(stamp.saved),
+        repo_id=repo_id,
+    )
     if trainer.is_world_process_zero():
         print(format_table(reports))
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"unlearning time: {unlearning_seconds:.1f} s; results in {Path(config.output_dir) / RESULTS_FILE}")
-        if push_to_hub:
-            repo_id = config.hub_model_id or Path(config.output_dir).resolve().name
-            url = push_folder_to_hub(
-                config.output_dir, repo_id, private=config.hub_private_repo, token=config.hub_token
-            )
+        if repo_id is not None:
+            url = push_folder_to_hub(config.output_dir, repo_id, private=config.hub_private_repo, token=hub_token)
             print(f"pushed to {url}")
     return results

@@ -8,11 +8,14 @@ the data the way training did.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
+from huggingface_hub.utils import validate_repo_id
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
@@ -22,6 +25,8 @@ from transformers import (
     PreTrainedModel,
     default_data_collator,
 )
+
+from .data import label_values
 
 IMAGE_CLASSIFICATION = "image-classification"
 TEXT_CLASSIFICATION = "text-classification"
@@ -40,16 +45,42 @@ def infer_task(dataset: Dataset, image_column: str, text_column: str) -> str:
     )
 
 
+def check_model_reference(model_name_or_path: str, option: str = "--model_name_or_path") -> None:
+    """Refuse, before anything is loaded, a model reference that is neither a model folder nor a Hub model id."""
+    path = Path(model_name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"{option} {model_name_or_path!r} is not a model folder (it has no config.json). Pass the folder "
+                "written by `save_pretrained`, or a Hub model id."
+            )
+        return
+    looks_local = model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1
+    try:
+        validate_repo_id(model_name_or_path)
+    except Exception:
+        looks_local = True
+    if looks_local:
+        raise ValueError(
+            f"{option} {model_name_or_path!r}: no such folder (and it is not a Hub model id of the form "
+            "namespace/name). Check the path."
+        )
+
+
 def load_model_and_processor(model_name_or_path: str, task: str, **model_kwargs: Any) -> tuple[PreTrainedModel, Any]:
     """Load the classifier and its processor (image processor or tokenizer) from a Hub id or a local folder."""
-    if task == IMAGE_CLASSIFICATION:
-        model = AutoModelForImageClassification.from_pretrained(model_name_or_path, **model_kwargs)
-        processor = AutoImageProcessor.from_pretrained(model_name_or_path)
-    elif task == TEXT_CLASSIFICATION:
-        model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, **model_kwargs)
-        processor = AutoTokenizer.from_pretrained(model_name_or_path)
-    else:
+    if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
+    model_class, processor_class = (
+        (AutoModelForImageClassification, AutoImageProcessor)
+        if task == IMAGE_CLASSIFICATION
+        else (AutoModelForSequenceClassification, AutoTokenizer)
+    )
+    try:
+        model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
+        processor = processor_class.from_pretrained(model_name_or_path)
+    except OSError as error:  # missing files, or a Hub id that cannot be reached (offline, private, misspelt)
+        raise ValueError(f"Could not load the model {model_name_or_path!r} for {task}: {error}") from None
     if model.config.problem_type not in (None, "single_label_classification"):
         raise ValueError(
             f"The model's problem_type is {model.config.problem_type!r}; SCRUB here supports single-label "
@@ -58,17 +89,30 @@ def load_model_and_processor(model_name_or_path: str, task: str, **model_kwargs:
     return model, processor
 
 
-def check_model_matches_labels(model: PreTrainedModel, dataset: Dataset, label_column: str) -> None:
-    """The classifier head must have one output per dataset class, in the same order."""
-    feature = dataset.features.get(label_column)
+def check_model_matches_labels(model: PreTrainedModel, datasets: Sequence[Dataset], label_column: str) -> None:
+    """The classifier head must be able to output every class of the labelled data, in the same order.
+
+    Classes are counted over all the given splits together (forget, retain, test), never one split alone: a forget
+    split of class 3 says nothing about how many classes there are. With a `ClassLabel` column the count must equal
+    the head's `num_labels`; with plain integer labels (CSV / JSON files) every label must lie in the head's range.
+    """
+    num_labels = model.config.num_labels
+    feature = next((d.features.get(label_column) for d in datasets if label_column in d.column_names), None)
     if isinstance(feature, ClassLabel):
-        num_classes = feature.num_classes
-    else:
-        num_classes = int(max(dataset.unique(label_column))) + 1
-    if model.config.num_labels != num_classes:
+        if num_labels != feature.num_classes:
+            raise ValueError(
+                f"The model has num_labels={num_labels} but the dataset's {label_column!r} column has "
+                f"{feature.num_classes} classes. Unlearning needs the model that was trained on this dataset's label "
+                "set."
+            )
+        return
+    labels = np.concatenate([label_values(d, label_column) for d in datasets if len(d)])
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_labels:
         raise ValueError(
-            f"The model has num_labels={model.config.num_labels} but the dataset's {label_column!r} column has "
-            f"{num_classes} classes. Unlearning needs the model that was trained on this dataset's label set."
+            f"The dataset's {label_column!r} labels range over [{low}, {high}], but the model's head outputs classes "
+            f"0..{num_labels - 1} (num_labels={num_labels}). Use the model that was trained on this dataset's label "
+            "set, or fix the label column."
         )
 
 

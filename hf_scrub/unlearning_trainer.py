@@ -345,6 +345,8 @@ class UnlearningTrainer(Trainer):
             if unexpected:
                 raise RuntimeError(f"Rewind candidate does not match the model: keys {sorted(unexpected)[:5]}")
             load_whole_state(model, state, self._sharding)
+        if self.rewind_epoch == 0:
+            logger.warning("SCRUB+R chose epoch 0: the returned model is the original model, unchanged.")
         self.log({"rewind_epoch": self.rewind_epoch, "rewind_reference_error": reference})
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():

@@ -9,7 +9,9 @@
 All arguments: `python scripts/scrub.py --help`. The work is done by `hf_scrub.pipeline.run_unlearning`.
 """
 
+import sys
+
 from hf_scrub.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

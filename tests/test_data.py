@@ -55,6 +55,7 @@ def test_whole_class():
         "num_retain_examples": 40,
         "num_test_examples": 30,
         "num_forget_validation_examples": 10,
+        "test_held_out_from_train": False,
     }
     # Class ids work too, as ints or digit strings (the CLI passes strings).
     assert make_unlearning_splits(toy(), forget_classes=["1"]).forget_rows == splits.forget_rows
@@ -115,11 +116,49 @@ def test_ready_made_splits_and_their_overlap():
         make_unlearning_splits(overlapping)
 
 
-def test_test_split_is_held_out_stratified_when_absent():
+def test_test_split_is_held_out_stratified_from_the_retain_side_when_absent():
     splits = make_unlearning_splits(toy(with_test=False), forget_classes=[0], test_size=0.2, seed=0)
-    assert len(splits.test) == 12 and sorted(np.bincount(labels(splits.test))) == [4, 4, 4]
-    assert len(splits.forget) + len(splits.retain) == 48
-    assert not set(splits.test["uid"]) & (set(splits.forget["uid"]) | set(splits.retain["uid"]))
+    # Every training example of class 0 is forgotten; the 20 % hold-out comes from the 40 retain rows only,
+    # stratified: 4 + 4 of the two remaining classes, none of the forgotten class.
+    assert len(splits.forget) == 20 and len(splits.retain) == 32 and len(splits.test) == 8
+    assert np.bincount(labels(splits.test), minlength=3).tolist() == [0, 4, 4]
+    assert len(splits.forget_validation) == 0  # no unseen example of a wholly forgotten class exists
+    uids = [set(split["uid"]) for split in (splits.forget, splits.retain, splits.test)]
+    assert set.union(*uids) == set(toy(with_test=False)["train"]["uid"]) and sum(map(len, uids)) == 60
+    assert splits.test_held_out_from_train and "The original model was trained on them" in splits.warnings[0]
+    assert make_unlearning_splits(toy(), forget_classes=[0]).warnings == []
+
+
+@pytest.mark.parametrize("how", ["indices", "indices_file", "column", "ids"])
+def test_forget_request_is_resolved_before_the_hold_out(tmp_path, how):
+    """Issue 9, case 1: without a test split every requested row is forgotten, none is retained or held out."""
+    train = toy(with_test=False)["train"]
+    requested = [2, 5, 11, 17, 23, 29, 31, 41, 47, 58]
+    train = train.add_column("forget_me", [i in requested for i in range(60)])
+    single = train  # a plain Dataset, as from a CSV / JSON file
+    file = tmp_path / "forget.txt"
+    file.write_text("\n".join(map(str, requested)) + "\n")
+    kwargs = {
+        "indices": {"forget_indices": requested},
+        "indices_file": {"forget_indices": str(file)},
+        "column": {"forget_column": "forget_me"},
+        "ids": {"forget_indices": [f"train-{i}" for i in requested], "id_column": "uid"},
+    }[how]
+    splits = make_unlearning_splits(single, test_size=0.3, seed=1, **kwargs)
+    forgotten = {f"train-{i}" for i in requested}
+    assert set(splits.forget["uid"]) == forgotten and len(splits.forget) == 10
+    assert not forgotten & set(splits.retain["uid"]) and not forgotten & set(splits.test["uid"])
+    assert len(splits.retain) + len(splits.test) == 50 and len(splits.test) == 15
+    expected = [f"train-{i}" for i in requested] if how == "ids" else requested
+    assert splits.forget_rows == expected  # the digest records exactly the forgotten rows
+
+
+def test_row_disjointness_is_checked_by_position():
+    from hf_scrub.data import assert_disjoint_rows
+
+    assert_disjoint_rows({"forget": np.array([0, 3]), "retain": np.array([1, 2]), "test": np.array([4])}, 5)
+    with pytest.raises(RuntimeError, match="training row 3 is in both the test and the forget split"):
+        assert_disjoint_rows({"forget": np.array([0, 3]), "retain": np.array([1]), "test": np.array([3])}, 5)
 
 
 def test_retain_duplicates_of_forget_examples_are_dropped():
