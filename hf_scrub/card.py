@@ -37,6 +37,7 @@ __all__ = [
     "collect_library_versions",
     "history_figure",
     "plot_history",
+    "strip_local_paths",
     "write_card",
 ]
 

@@ -10,7 +10,7 @@ import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from hf_scrub.card import PLOT_FILE, build_model_card, history_figure, plot_history, write_card
+from hf_scrub.card import PLOT_FILE, build_model_card, history_figure, plot_history, strip_local_paths, write_card
 
 TOKEN = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 VERSIONS = {"hf_scrub": "0.1.0", "transformers": "5.24.0", "torch": "2.13.0"}
@@ -530,3 +530,15 @@ def test_warnings_shown_above_the_numbers():
     assert "Warning" not in build_model_card(make_results(), library_versions=VERSIONS).text
     single = build_model_card(make_results(warnings="one warning"), library_versions=VERSIONS).text
     assert "> ⚠️ **Warning:** one warning" in single
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("saved in /tmp/x/y/model.", "saved in model."),
+        ("(/root/a, ~/b/c; C:\\Users\\bob\\d and \\\\srv\\share\\e)", "(a, c; d and e)"),
+        ("see https://huggingface.co/acme/x </details> 1/2 path/to/folder forget / retain", None),
+    ],
+)
+def test_absolute_paths_in_free_text_reduced_urls_and_markup_kept(text, expected):
+    assert strip_local_paths({"note": text}) == {"note": text if expected is None else expected}
