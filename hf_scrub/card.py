@@ -4,12 +4,17 @@ The Trainer's own `create_model_card` keeps only a fixed list of metric names in
 metrics (`forget_accuracy`, `mia`, ...) would vanish: the card is built with `huggingface_hub.ModelCard` /
 `ModelCardData(eval_results=[EvalResult(...)])` instead (DESIGN §7 "Cards").
 
-- `build_model_card(results)`: the card (YAML metadata with a `model-index`, Markdown body) as a `ModelCard`.
-- `plot_history(history, rewind_epoch, path)`: forget / retain / forget-validation error per epoch as a PNG.
-- `write_card(results, output_dir)`: both, written atomically into `output_dir` (`README.md` + the PNG).
+- `build_model_card(results, repo_id=..., model_name=...)`: the card (YAML metadata with a `model-index`, Markdown
+  body) as a `ModelCard`; `results["warnings"]` are shown as warning blocks above the numbers.
+- `history_figure(history, rewind_epoch)`: the training-curve figure (forget and forget-validation error on top,
+  retain error on its own scale below) as a matplotlib `Figure`; `plot_history(history, rewind_epoch, path)` saves it
+  as a PNG.
+- `write_card(results, output_dir, repo_id=..., model_name=...)`: both, written atomically into `output_dir`
+  (`README.md` + the PNG).
 
 The card publishes aggregate numbers and the SHA-256 of the sorted forget ids, never the forgotten examples, never a
-local filesystem path in the metadata, and never a token-like string (those are redacted defensively).
+local filesystem path (only a path's last component: the name of a folder, not where it lies), and never a token-like
+string (those are redacted defensively).
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["PLOT_FILE", "build_model_card", "collect_library_versions", "plot_history", "write_card"]
+__all__ = [
+    "PLOT_FILE",
+    "build_model_card",
+    "collect_library_versions",
+    "history_figure",
+    "plot_history",
+    "strip_local_paths",
+    "write_card",
+]
 
 PLOT_FILE = "unlearning_history.png"
 CARD_FILE = "README.md"
@@ -46,6 +59,34 @@ LIBRARIES = {
 _TOKEN_RE = re.compile(r"\b(?:hf_|api_org_)[A-Za-z0-9]{8,}")
 _SECRET_KEY_RE = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
 REDACTED = "[redacted]"
+
+# Local paths. A value under a path-like key ("model", "dataset", "output_dir", "retrain_model_name_or_path", ...) that
+# looks like a path is reduced to its last component; in any other string (and, defensively, in the whole card) an
+# absolute path -- POSIX "/a/b", home "~/a", Windows "C:\\a" or "\\\\host\\share" -- is. A URL ("https://a/b"), a
+# relative "path/to", a ratio "1/2" or an HTML end tag "</b>" is not an absolute path: the token must start a word.
+# ("run_name": the Trainer's default run name is the output folder.)
+_PATH_KEY_RE = re.compile(
+    r"(?:^|_)(?:model|dataset|dir|path|folder|file|cache)s?(?:_|$)|name_or_path|^run_name$", re.IGNORECASE
+)
+_PATH_START = r"(?<![^\s(\[{\"'`=:,;])"
+_PATH_PART = r"[^\s/\\'\"`()\[\]{}<>|,;*]"
+_ABS_PATH_RE = re.compile(
+    _PATH_START
+    + r"(?:~?/"  # POSIX absolute or home-relative
+    + _PATH_PART
+    + r"+(?:/"
+    + _PATH_PART
+    + r"*)*|[A-Za-z]:[\\/](?:"  # Windows drive
+    + _PATH_PART
+    + r"|[\\/])*|\\\\"  # Windows UNC
+    + _PATH_PART
+    + r"+(?:[\\/]"
+    + _PATH_PART
+    + r"*)*)"
+)
+# A Hugging Face cache folder ("models--org--name"): its repository name is more telling than a snapshot hash.
+_CACHE_DIR_RE = re.compile(r"^(?:models|datasets|spaces)--(?P<repo>.+)$")
+UNNAMED_MODEL = "unlearned-model"
 
 # "namespace/name" as on the Hub (a conservative check: single-segment legacy ids are treated as local names).
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -179,6 +220,19 @@ def _format_gap(name: str, gap: float | None) -> str:
     return f"{gap:.2f} pp" if unit == "percent" else f"{gap:.4g}"
 
 
+def _rounded_metric(name: str, value: Any) -> int | float:
+    """A metric value for the YAML model-index, rounded as the card shows it (fractions to 4 decimals, i.e. 2 in %;
+    percentages to 2 decimals; other values to 4 significant digits), as a plain int / float (no numpy scalars)."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    value, unit = float(value), _metric_info(name).unit
+    if unit == "fraction":
+        return round(value, 4) + 0.0  # + 0.0: no "-0.0"
+    if unit == "percent":
+        return round(value, 2) + 0.0
+    return float(f"{value:.4g}") + 0.0
+
+
 def _format_metric(name: str, value: Any) -> str:
     if not _is_number(value):
         return "–"
@@ -213,6 +267,65 @@ def looks_like_hub_id(name: Any) -> bool:
     if not isinstance(name, str) or not _HUB_ID_RE.match(name) or ".." in name or name.endswith(".git"):
         return False
     return not os.path.exists(name)
+
+
+def _local_name(path: str) -> str:
+    """The last component of a local path (both separators), or the repository name of a Hub cache folder in it."""
+    parts = [
+        p for p in re.split(r"[\\/]+", path) if p not in ("", ".", "..", "~") and not re.fullmatch(r"[A-Za-z]:", p)
+    ]
+    for part in reversed(parts):
+        match = _CACHE_DIR_RE.match(part)
+        if match:  # "models--org--name" -> "name"
+            return match.group("repo").split("--", 1)[-1]
+    return parts[-1] if parts else ""
+
+
+def _is_local_path(value: str) -> bool:
+    """True for strings that name a local file or folder rather than a Hub id or a plain name."""
+    if os.path.isabs(value) or value.startswith(("~", "./", "../", ".\\", "..\\")) or "\\" in value:
+        return True
+    if re.match(r"^[A-Za-z]:[\\/]", value) or value.count("/") >= 2 or value in (".", ".."):
+        return True
+    return ("/" in value or os.sep in value) and os.path.exists(value)
+
+
+def _strip_paths_in_text(text: str) -> str:
+    """`text` with every absolute path in it replaced by its last component."""
+    return _ABS_PATH_RE.sub(lambda match: _local_name(match.group(0)) or "[path]", text)
+
+
+def strip_local_paths(obj: Any, key: str | None = None) -> Any:
+    """A copy of `obj` (a results dict) without local directories: path-like values under path-like keys become their
+    last component (Hub ids and plain names stay), and absolute paths inside any other string are reduced alike."""
+    if isinstance(obj, str):
+        if key is not None and _PATH_KEY_RE.search(key) and _is_local_path(obj):
+            return _local_name(obj) or "[path]"
+        return _strip_paths_in_text(obj)
+    if isinstance(obj, Mapping):
+        return {
+            strip_local_paths(k) if isinstance(k, str) else k: strip_local_paths(v, k if isinstance(k, str) else key)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [strip_local_paths(item, key) for item in obj]
+    return obj
+
+
+def _card_model_name(repo_id: str | None, model_name: str | None) -> str:
+    """The unlearned model's name: the Hub repository's when pushing, else the output folder's, else a neutral one.
+
+    Never derived from the original model's reference (`results["model"]`) or from a staging or cache folder: a
+    hidden name ("." first, like a staging folder) or a cache folder name does not count.
+    """
+    for candidate in (repo_id, model_name):
+        if not isinstance(candidate, str) or not candidate.strip():
+            continue
+        name = _TOKEN_RE.sub(REDACTED, candidate.strip().rstrip("/\\"))
+        name = re.split(r"[\\/]", name)[-1]
+        if name and not name.startswith(".") and not _CACHE_DIR_RE.match(name) and REDACTED not in name:
+            return name
+    return UNNAMED_MODEL
 
 
 def _code(text: Any) -> str:
@@ -262,13 +375,25 @@ def collect_library_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def plot_history(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None, path: str | Path) -> Path:
-    """Forget / retain / forget-validation error (%) per epoch as a PNG at `path`; epoch 0 is the original model.
+# (forget-side panel) key, label, colour, marker, marker size, marker face, line style, z-order: the forget curve is
+# drawn first with large open circles, the forget-validation curve on top with small filled triangles and dashes, so
+# where the two coincide (both ≈ 100 % after class forgetting) both stay visible.
+_FORGET_SERIES = (
+    ("forget_error", "forget", "#d62728", "o", 9, "none", "-", 3),
+    ("forget_validation_error", "forget-validation (held out)", "#2ca02c", "^", 5, "#2ca02c", "--", 4),
+)
+_RETAIN_SERIES = (("retain_error", "retain", "#1f77b4", "s", 6, "#1f77b4", "-", 3),)
 
-    `rewind_epoch` (SCRUB+R's choice) is marked with a vertical line and a label, and the rewind target (the final
-    model's forget-validation error) with a dotted horizontal line. Matplotlib's object API with the Agg canvas is used
-    (no pyplot, no display, no global backend switch); the PNG carries no software/date metadata, so the same input
-    gives the same bytes. Written atomically.
+
+def history_figure(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None) -> Any:
+    """The training-curve figure of `history` (a matplotlib `Figure` with an Agg canvas); epoch 0 is the original.
+
+    Two panels sharing the epoch axis: forget and forget-validation error (%, 0-100) on top, retain error (%) below on
+    its own scale (it stays small next to the forget error, its changes would be invisible on a 0-100 axis). Each
+    curve is a `Line2D` whose gid is its history key (`forget_error`, ...) and whose y-data are the history's values in
+    %. `rewind_epoch` (SCRUB+R's choice) is a vertical line (gid `rewind_epoch`) in both panels plus a label, and the
+    rewind target (the final model's forget-validation error) a dotted horizontal line (gid `rewind_target`).
+    Matplotlib's object API (no pyplot, no display, no global backend switch).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -278,28 +403,53 @@ def plot_history(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None,
         raise ValueError("plot_history needs at least one epoch in `history`.")
     rows = sorted(history, key=lambda row: row["epoch"])
     epochs = [row["epoch"] for row in rows]
-    series = [
-        ("forget_error", "forget", "#d62728", "o", "-"),
-        ("retain_error", "retain", "#1f77b4", "s", "-"),
-        ("forget_validation_error", "forget-validation (held out)", "#2ca02c", "^", "--"),
-    ]
 
-    fig = Figure(figsize=(7.0, 4.2), dpi=150, layout="constrained")
+    fig = Figure(figsize=(7.0, 5.6), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for key, label, color, marker, style in series:
-        points = [(row["epoch"], 100 * row[key]) for row in rows if _is_number(row.get(key))]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, label=label, color=color, marker=marker, linestyle=style, linewidth=2, markersize=6)
+    ax_forget, ax_retain = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+
+    def draw(ax: Any, series: Sequence[tuple]) -> list[float]:
+        drawn: list[float] = []
+        for key, label, color, marker, size, face, style, order in series:
+            points = [(row["epoch"], 100 * row[key]) for row in rows if _is_number(row.get(key))]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(
+                    xs,
+                    ys,
+                    label=label,
+                    gid=key,
+                    color=color,
+                    marker=marker,
+                    markersize=size,
+                    markerfacecolor=face,
+                    markeredgewidth=1.6,
+                    linestyle=style,
+                    linewidth=2,
+                    zorder=order,
+                )
+                drawn += ys
+        return drawn
+
+    draw(ax_forget, _FORGET_SERIES)
+    retain = draw(ax_retain, _RETAIN_SERIES)
 
     if rewind_epoch is not None:
         reference = rows[-1].get("forget_validation_error")
         if _is_number(reference):
-            ax.axhline(100 * reference, color="#2ca02c", linestyle=":", linewidth=1.2, label="rewind target")
-        ax.axvline(rewind_epoch, color="#555555", linestyle="-.", linewidth=1.5)
+            ax_forget.axhline(
+                100 * reference,
+                color="#2ca02c",
+                linestyle=":",
+                linewidth=1.2,
+                label="rewind target",
+                gid="rewind_target",
+                zorder=2,
+            )
+        for ax in (ax_forget, ax_retain):
+            ax.axvline(rewind_epoch, color="#555555", linestyle="-.", linewidth=1.5, gid="rewind_epoch", zorder=1)
         chosen = "original model" if rewind_epoch == 0 else f"epoch {rewind_epoch}"
-        ax.annotate(
+        ax_forget.annotate(
             f"SCRUB+R keeps {chosen}",
             xy=(rewind_epoch, 0.5),
             xycoords=("data", "axes fraction"),
@@ -310,18 +460,39 @@ def plot_history(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None,
             fontsize=10,
             color="#333333",
             bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+            zorder=2.5,  # under the curves: the label never hides a point
         )
 
-    ax.set_xlabel("epoch (0 = original model)", fontsize=11)
-    ax.set_ylabel("error (%)", fontsize=11)
-    ax.set_title("SCRUB: error per epoch", fontsize=12)
-    ax.set_ylim(-3, 103)
-    ax.set_xlim(min(epochs) - 0.25, max(epochs) + 0.25)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.tick_params(labelsize=10)
-    ax.grid(True, alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+    ax_forget.set_title("SCRUB: error per epoch", fontsize=12)
+    ax_forget.set_ylabel("forget-side error (%)", fontsize=11)
+    ax_forget.set_ylim(-4, 104)
+    ax_retain.set_ylabel("retain error (%)", fontsize=11)
+    if not retain:
+        ax_retain.text(0.5, 0.5, "no retain error recorded", transform=ax_retain.transAxes, ha="center", va="center")
+    top = max([*retain, 0.0])
+    top = top if top > 0 else 1.0  # all zero (or none): still a readable 0-1 % axis
+    ax_retain.set_ylim(-0.06 * top, 1.15 * top)
+    ax_retain.set_xlabel("epoch (0 = original model)", fontsize=11)
+    ax_retain.set_xlim(min(epochs) - 0.25, max(epochs) + 0.25)
+    ax_retain.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_forget, ax_retain):
+        ax.tick_params(labelsize=10)
+        ax.grid(True, alpha=0.3)
+    # Legend: the curves (forget, forget-validation, retain), then the rewind target.
+    handles = sorted(
+        (line for ax in (ax_forget, ax_retain) for line in ax.get_lines() if not line.get_label().startswith("_")),
+        key=lambda line: line.get_gid() == "rewind_target",
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+    return fig
 
+
+def plot_history(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None, path: str | Path) -> Path:
+    """`history_figure(history, rewind_epoch)` as a PNG at `path`, written atomically; returns `path`.
+
+    The PNG carries no software/date metadata, so the same input gives the same bytes.
+    """
+    fig = history_figure(history, rewind_epoch)
     path = Path(path)
     _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
     return path
@@ -349,7 +520,7 @@ def _eval_results(results: Mapping[str, Any]) -> list[EvalResult]:
                 dataset_split=info.split,
                 metric_type=name,
                 metric_name=info.label,
-                metric_value=value if isinstance(value, int) else float(value),  # plain YAML, no numpy scalars
+                metric_value=_rounded_metric(name, value),
             )
         )
     return evals
@@ -360,7 +531,7 @@ def _model_reference(model: Any) -> str:
         return f"[`{model}`](https://huggingface.co/{model})"
     if isinstance(model, str) and model:
         # Only the folder name: the full local path (home directories, user names) is not published.
-        return f"a local model ({_code(Path(model.rstrip('/')).name or model)}, not on the Hub)"
+        return f"a local model ({_code(_local_name(model) or 'unnamed')}, not on the Hub)"
     return "an unnamed model"
 
 
@@ -543,6 +714,24 @@ def _history_section(history: Sequence[Mapping[str, Any]], rewind_epoch: int | N
     return "\n".join(lines)
 
 
+def _warning_items(results: Mapping[str, Any]) -> list[str]:
+    """`results["warnings"]` and `results["verdict"]["warnings"]` (a string or a list of them), each as one line."""
+    verdict = results.get("verdict")
+    sources = [results.get("warnings"), verdict.get("warnings") if isinstance(verdict, Mapping) else None]
+    items: list[str] = []
+    for source in sources:
+        for item in [source] if isinstance(source, str) else source if isinstance(source, (list, tuple)) else []:
+            text = " ".join(str(item).split())  # one line: a warning cannot end the block or start a heading
+            if text and text not in items:
+                items.append(text)
+    return items
+
+
+def _warnings_section(results: Mapping[str, Any]) -> str:
+    """One blockquote per warning, shown above the numbers so that nobody reads them without it."""
+    return "\n\n".join(f"> ⚠️ **Warning:** {text}" for text in _warning_items(results))
+
+
 def _usage_section(task: str | None, repo_id: str | None) -> str:
     model_cls, proc_cls, proc_var = _AUTO_CLASSES.get(task or "", ("AutoModel", "AutoProcessor", "processor"))
     where = repo_id or "path/to/this/folder"
@@ -564,19 +753,26 @@ def build_model_card(
     results: Mapping[str, Any],
     *,
     repo_id: str | None = None,
+    model_name: str | None = None,
     plot_file: str = PLOT_FILE,
     library_versions: Mapping[str, str] | None = None,
 ) -> ModelCard:
     """The evaluation card of an unlearning run (`unlearning_results.json` as a dict) as a `ModelCard`.
 
-    Metadata: `base_model` (only when `results["model"]` looks like a Hub id, never a local path),
+    The unlearned model's name (title and `model-index` name) is `repo_id`'s name part when the model is pushed
+    (`--hub_model_id`), else `model_name` (the pipeline passes the final output folder's name; a path is reduced to
+    its last component), else "unlearned-model" -- never the original model's name, nor a staging or cache folder's.
+    Metadata: `base_model` (only when `results["model"]`, the original model, looks like a Hub id, never a local path),
     `library_name="transformers"`, tags, and a `model-index` with one `EvalResult` per metric of the unlearned model,
-    custom metric types kept (`forget_accuracy`, `mia`, ...; values as in the results: fractions, MIA in %).
+    custom metric types kept (`forget_accuracy`, `mia`, ...; fractions rounded to 4 decimals, MIA in % to 2).
+    `results["warnings"]` (and `results["verdict"]["warnings"]`) appear as warning blocks right under the title.
+    No local path appears anywhere: a path is reduced to its last component.
     The body links `plot_file` (relative) when `results` has a `history`; `write_card` writes that plot.
     """
     if Path(plot_file).is_absolute() or ".." in Path(plot_file).parts:
         raise ValueError(f"plot_file must be a relative path inside the output folder, got {plot_file!r}.")
-    results = redact(dict(results))
+    original_model = results.get("model")
+    results = strip_local_paths(redact(dict(results)))
     task = results.get("task")
     forget = results.get("forget") or {}
     hyper = results.get("hyperparameters") or {}
@@ -585,11 +781,11 @@ def build_model_card(
     if results.get("rewind_epoch") is not None or hyper.get("rewind"):
         method += "+R"
 
-    base_model = results.get("model") if looks_like_hub_id(results.get("model")) else None
-    model_name = repo_id.split("/")[-1] if repo_id else None
-    if not model_name:
-        base_name = Path(str(results.get("model") or "model").rstrip("/")).name or "model"
-        model_name = f"{base_name}-{method.lower().replace('+', '')}-unlearned"
+    # Decided on the reference as given: a Hub-id-shaped string that is a local folder is a local path.
+    base_model = original_model if looks_like_hub_id(original_model) else None
+    if base_model is None and looks_like_hub_id(results.get("model")):
+        results["model"] = _local_name(str(results["model"]))  # shown as a plain local name, not linked
+    model_name = _card_model_name(repo_id, model_name)
     tags = ["machine-unlearning", "scrub", "hf-scrub"] + (["scrub-r"] if method.endswith("+R") else [])
     tags += [task] if task else []
     dataset = results.get("dataset")
@@ -609,6 +805,7 @@ def build_model_card(
 
     sections = [
         f"# {model_name}",
+        _warnings_section(results),
         _summary(results, method),
         "## Evaluation",
         "Accuracies in %. **MIA**: the paper's loss-based membership-inference attack, telling forget examples from "
@@ -635,7 +832,8 @@ def build_model_card(
     ]
     body = "\n\n".join(s for s in sections if s) + "\n"
     content = f"---\n{card_data.to_yaml()}\n---\n\n{body}"
-    return ModelCard(_TOKEN_RE.sub(REDACTED, content))
+    # Defensively, once more over everything: no token, no absolute local path.
+    return ModelCard(_strip_paths_in_text(_TOKEN_RE.sub(REDACTED, content)))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -657,14 +855,24 @@ def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
         raise
 
 
-def write_card(results: Mapping[str, Any], output_dir: str | Path, **kwargs: Any) -> Path:
+def write_card(
+    results: Mapping[str, Any],
+    output_dir: str | Path,
+    *,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    plot_file: str = PLOT_FILE,
+    library_versions: Mapping[str, str] | None = None,
+) -> Path:
     """Write `output_dir/README.md` (and the history plot when `results` has a `history`); return the README path.
 
-    `kwargs` go to `build_model_card` (`repo_id`, `plot_file`, `library_versions`). Each file is written atomically.
+    The keyword arguments are `build_model_card`'s. `output_dir` may be a staging folder: its name is never used;
+    pass the final folder's name as `model_name`. Each file is written atomically.
     """
     output_dir = Path(output_dir)
-    plot_file = kwargs.get("plot_file", PLOT_FILE)
-    card = build_model_card(results, **kwargs)
+    card = build_model_card(
+        results, repo_id=repo_id, model_name=model_name, plot_file=plot_file, library_versions=library_versions
+    )
     if results.get("history"):
         plot_history(results["history"], results.get("rewind_epoch"), output_dir / plot_file)
     readme = output_dir / CARD_FILE

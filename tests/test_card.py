@@ -4,12 +4,13 @@ import copy
 import re
 import struct
 
+import numpy as np
 import pytest
 import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from hf_scrub.card import PLOT_FILE, build_model_card, plot_history, write_card
+from hf_scrub.card import PLOT_FILE, build_model_card, history_figure, plot_history, strip_local_paths, write_card
 
 TOKEN = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 VERSIONS = {"hf_scrub": "0.1.0", "transformers": "5.24.0", "torch": "2.13.0"}
@@ -117,6 +118,16 @@ def table_rows(text):
 def front_matter(text):
     assert text.startswith("---\n")
     return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def model_index_values(card):
+    _, evals = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    return {e.metric_type: e.metric_value for e in evals}
+
+
+def drawn_lines(ax):
+    """{gid: Line2D} of the lines drawn in `ax` (the curves have their history key as gid)."""
+    return {line.get_gid(): line for line in ax.get_lines()}
 
 
 def png_size(data):
@@ -274,6 +285,8 @@ def test_history_without_forget_validation_plots(tmp_path):
     history = [{k: v for k, v in row.items() if k != "forget_validation_error"} for row in HISTORY]
     path = plot_history(history, None, tmp_path / "h.png")
     png_size(path.read_bytes())
+    forget_ax, retain_ax = history_figure(history, None).axes
+    assert list(drawn_lines(forget_ax)) == ["forget_error"] and list(drawn_lines(retain_ax)) == ["retain_error"]
     text = build_model_card(make_results(history=history, rewind_epoch=None), library_versions=VERSIONS).text
     assert "| Epoch | Forget error | Retain error |\n" in text
 
@@ -340,3 +353,192 @@ def test_forget_loss_row_and_relearn_not_reached():
     assert "not relearned within 1 epochs (forget loss per epoch, from 0: 3, 2)" in card.text
     _, evals = model_index_to_eval_results(card.data.to_dict()["model-index"])
     assert {e.metric_type: e.metric_value for e in evals}["forget_loss"] == 2.75
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What the plot draws
+
+
+def test_plot_draws_each_history_value_in_its_panel():
+    fig = history_figure(HISTORY, 2)
+    forget_ax, retain_ax = fig.axes
+    epochs = [0, 1, 2, 3]
+    forget_lines, retain_lines = drawn_lines(forget_ax), drawn_lines(retain_ax)
+    assert list(forget_lines) == ["forget_error", "forget_validation_error", "rewind_target", "rewind_epoch"]
+    assert list(retain_lines) == ["retain_error", "rewind_epoch"]
+    for ax, key in ((forget_ax, "forget_error"), (forget_ax, "forget_validation_error"), (retain_ax, "retain_error")):
+        line = drawn_lines(ax)[key]
+        assert list(line.get_xdata()) == epochs, key
+        np.testing.assert_allclose(line.get_ydata(), [100 * row[key] for row in HISTORY], err_msg=key)
+    assert forget_lines["forget_error"].get_label() == "forget"
+    assert forget_lines["forget_validation_error"].get_label() == "forget-validation (held out)"
+    assert retain_lines["retain_error"].get_label() == "retain"
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert legend == ["forget", "forget-validation (held out)", "retain", "rewind target"]
+    # The retain panel has its own scale: 0-5 % fills it instead of hugging the bottom of a 0-100 % axis.
+    assert forget_ax.get_ylim()[1] >= 100
+    low, high = retain_ax.get_ylim()
+    assert low <= 0 and 5 < high < 10
+
+
+def test_plot_marks_the_rewind_epoch_and_target():
+    forget_ax, retain_ax = history_figure(HISTORY, 2).axes
+    for ax in (forget_ax, retain_ax):
+        assert list(drawn_lines(ax)["rewind_epoch"].get_xdata()) == [2, 2]
+    assert list(drawn_lines(forget_ax)["rewind_target"].get_ydata()) == [100.0, 100.0]  # final forget-validation
+    (label,) = forget_ax.texts
+    assert label.get_text() == "SCRUB+R keeps epoch 2" and label.xy[0] == 2
+
+    (label0,) = history_figure(HISTORY, 0).axes[0].texts
+    assert label0.get_text() == "SCRUB+R keeps original model" and label0.xy[0] == 0
+
+    plain = history_figure(HISTORY, None)
+    assert not plain.axes[0].texts
+    assert {"rewind_epoch", "rewind_target"}.isdisjoint(gid for ax in plain.axes for gid in drawn_lines(ax))
+
+
+def test_plot_overlapping_curves_stay_distinguishable():
+    # forget and forget-validation error coincide at 100 % in epoch 3: marker, size, line style and z-order differ,
+    # the one drawn on top is the smaller, and the lower one has open markers, so both stay visible.
+    lines = drawn_lines(history_figure(HISTORY, None).axes[0])
+    forget, validation = lines["forget_error"], lines["forget_validation_error"]
+    assert forget.get_ydata()[-1] == validation.get_ydata()[-1] == 100.0
+    assert forget.get_marker() != validation.get_marker()
+    assert forget.get_linestyle() != validation.get_linestyle()
+    assert forget.get_color() != validation.get_color()
+    assert validation.get_zorder() > forget.get_zorder()
+    assert validation.get_markersize() < forget.get_markersize()
+    assert forget.get_markerfacecolor() == "none"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model name, rounding, paths, warnings
+
+
+def test_model_name_from_repo_id_then_output_folder_never_from_the_original():
+    results = make_results()
+
+    def name(**kwargs):
+        card = build_model_card(results, library_versions=VERSIONS, **kwargs)
+        title = re.search(r"^# (.+)$", card.text, re.MULTILINE).group(1)
+        assert card.data.model_name == title
+        return title
+
+    assert name(repo_id="alice/mnist-without-3", model_name="out-folder") == "mnist-without-3"
+    assert name(model_name="mnist-without-3-run") == "mnist-without-3-run"
+    assert name(model_name="/tmp/runs/final-out/") == "final-out"
+    assert name() == "unlearned-model"  # not "mnist-cnn-...": that is the original model
+    assert name(model_name=".staging-1234") == "unlearned-model"
+    assert name(model_name="models--acme--mnist-cnn") == "unlearned-model"
+
+
+def test_write_card_into_a_staging_folder_takes_the_given_name(tmp_path):
+    staging = tmp_path / "final-out" / ".staging-77"
+    readme = write_card(make_results(), staging, model_name="final-out", library_versions=VERSIONS)
+    text = readme.read_text()
+    assert front_matter(text)["model-index"][0]["name"] == "final-out" and "\n# final-out\n" in text
+    assert ".staging" not in text
+    assert "staging-77" not in write_card(make_results(), staging, library_versions=VERSIONS).read_text()
+
+
+def test_cache_snapshot_of_the_original_is_shown_by_its_repository_name():
+    model = "/root/.cache/huggingface/hub/models--acme--mnist-cnn/snapshots/0123abcd"
+    card = build_model_card(make_results(model=model), library_versions=VERSIONS)
+    assert card.data.base_model is None and card.data.model_name == "unlearned-model"
+    assert "a local model (`mnist-cnn`, not on the Hub)" in card.text
+    assert "0123abcd" not in str(card) and "models--" not in str(card) and ".cache" not in str(card)
+
+
+def test_model_index_values_are_rounded():
+    results = make_results()
+    results["unlearned"].update(
+        forget_accuracy=0.97222222,
+        retain_accuracy=np.float64(0.99687499),
+        test_accuracy=np.float32(0.875),
+        mia=61.23456,
+        mia_auc=64.2,
+        forget_loss=2.7512345,
+        num_seen=np.int64(12),
+        forget_validation_accuracy=-1e-9,
+    )
+    card = build_model_card(results, library_versions=VERSIONS)
+    values = model_index_values(card)
+    assert values["forget_accuracy"] == 0.9722 and values["retain_accuracy"] == 0.9969
+    assert values["test_accuracy"] == 0.875 and values["mia"] == 61.23 and values["mia_auc"] == 64.2
+    assert values["forget_loss"] == 2.751 and values["num_seen"] == 12 and type(values["num_seen"]) is int
+    assert values["forget_validation_accuracy"] == 0.0
+    meta = str(card).split("---\n", 2)[1]
+    assert "0.97222222" not in meta and "61.23456" not in meta and "2.7512345" not in meta and "-0.0" not in meta
+    assert "mia: 61.23" not in meta and "value: 61.23" in meta  # plain YAML numbers
+
+
+ABSOLUTE = re.compile(r"(?:^|[\s(\[{\"'`=,;|])(?:~?/[\w.~-]|[A-Za-z]:\\|\\\\)")
+
+
+def test_no_absolute_local_path_anywhere(tmp_path):
+    results = make_results(
+        model="/tmp/x/y/model",
+        dataset="/root/cache/abc",
+        retrain_model_name_or_path="/root/ckpt/retrain-model",
+        output_dir="/tmp/out/final-out",
+        warnings=["the held-out share in /root/data/heldout was seen by the original model; MIA is not evidence"],
+    )
+    results["hyperparameters"].update(
+        output_dir="/tmp/out/final-out",
+        logging_dir="C:\\Users\\bob\\logs",
+        resume_from_checkpoint="~/ckpt/checkpoint-9",
+        run_name="runs/alice/2024/exp",
+    )
+    results["forget"]["forget_ids_file"] = str(tmp_path / "ids.txt")
+    staging = tmp_path / "final-out" / ".staging-9"
+    text = write_card(results, staging, model_name=str(tmp_path / "final-out"), library_versions=VERSIONS).read_text()
+    for fragment in ("/tmp", "/root", "/home", "Users", "~/", "C:", str(tmp_path), ".staging", "ckpt", "alice/2024"):
+        assert fragment not in text, fragment
+    assert not ABSOLUTE.search(text), ABSOLUTE.search(text)
+    meta = front_matter(text)
+    assert "base_model" not in meta and "datasets" not in meta
+    assert "# final-out\n" in text and "a local model (`model`, not on the Hub)" in text
+    assert "the held-out share in heldout was seen" in text
+    assert "| `output_dir` | final-out |" in text and "| `logging_dir` | logs |" in text
+    assert "| `run_name` | exp |" in text
+    # Hub ids, URLs and relative names are not paths.
+    assert "https://huggingface.co/" not in text and "https://arxiv.org/abs/2302.09880" in text
+    hub = build_model_card(make_results(dataset="acme/mnist"), library_versions=VERSIONS)
+    assert hub.data.base_model == "acme/mnist-cnn" and hub.data.datasets == ["acme/mnist"]
+    assert "[`acme/mnist-cnn`](https://huggingface.co/acme/mnist-cnn)" in hub.text
+
+
+def test_warnings_shown_above_the_numbers():
+    results = make_results(
+        warnings=[
+            "The held-out share was seen by the original model:\nMIA is not privacy evidence.",
+            "Only 7 forget examples.",
+        ],
+        verdict={"passed": False, "warnings": ["Only 7 forget examples.", "No retrained reference."]},
+    )
+    text = build_model_card(results, library_versions=VERSIONS).text
+    blocks = [line for line in text.splitlines() if line.startswith("> ")]
+    assert blocks == [
+        "> ⚠️ **Warning:** The held-out share was seen by the original model: MIA is not privacy evidence.",
+        "> ⚠️ **Warning:** Only 7 forget examples.",
+        "> ⚠️ **Warning:** No retrained reference.",
+    ]
+    first = text.index(blocks[0])
+    assert text.index("# unlearned-model") < first
+    assert max(text.index(b) for b in blocks) < text.index("This model is") < text.index("| Metric |")
+    assert text.count("Only 7 forget examples.") == 1  # a warning repeated in the verdict is shown once
+    assert "Warning" not in build_model_card(make_results(), library_versions=VERSIONS).text
+    single = build_model_card(make_results(warnings="one warning"), library_versions=VERSIONS).text
+    assert "> ⚠️ **Warning:** one warning" in single
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("saved in /tmp/x/y/model.", "saved in model."),
+        ("(/root/a, ~/b/c; C:\\Users\\bob\\d and \\\\srv\\share\\e)", "(a, c; d and e)"),
+        ("see https://huggingface.co/acme/x </details> 1/2 path/to/folder forget / retain", None),
+    ],
+)
+def test_absolute_paths_in_free_text_reduced_urls_and_markup_kept(text, expected):
+    assert strip_local_paths({"note": text}) == {"note": text if expected is None else expected}
