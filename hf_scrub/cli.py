@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         status = 1 if isinstance(error, RUN_FAILURES) else 2
-        print(f"error: {error} (run again with --debug for the traceback)", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line, whatever the exception's text holds
+        print(f"error: {message} (run again with --debug for the traceback)", file=sys.stderr)
         return status
     return 0

@@ -426,6 +426,11 @@ def make_unlearning_splits(
     assert_disjoint_rows(
         {"forget": forget_positions, "retain": retain_positions, "test": held_out_positions}, len(train)
     )
+    if len(retain_positions) == 0:
+        raise ValueError(
+            "The retain set is empty: the forget request covers the whole training split, and unlearning needs the "
+            "data the model should keep. Forget fewer examples or classes."
+        )
     retain = train.select(retain_positions)
     if forget_type == "splits":
         check_disjoint(forget, retain)
@@ -436,6 +441,13 @@ def make_unlearning_splits(
     validation_classes = classes or sorted(set(forget_labels.tolist()))
     test_labels = label_values(test, label_column)
     forget_validation = test.select(np.flatnonzero(np.isin(test_labels, validation_classes)))
+    if len(forget_validation) == 0:
+        warnings.append(
+            "The test split has no example of the forget set's classes, so nothing unseen from the forget set's "
+            "distribution exists: the membership attack (mia), the forgotten classes' test accuracy and SCRUB+R's "
+            "reference are not available. Pass a test split that holds such examples (--test_split)."
+        )
+        logger.warning(warnings[-1])
     return UnlearningSplits(
         forget=forget,
         retain=retain,

@@ -55,6 +55,8 @@ def unlearning_report(
 ) -> dict[str, float]:
     """Accuracies per split (plus forgotten / remaining-class test accuracy) and the membership attack."""
     names = [name for name in SPLITS if name in predictions]
+    if "test" not in predictions or not np.isin(predictions["test"].labels, list(forget_classes)).any():
+        forget_classes = ()  # no test example of the forgotten classes: their test accuracy is undefined
     report = unlearning_accuracy(
         predictions=np.concatenate([predictions[n].predictions for n in names]),
         references=np.concatenate([predictions[n].labels for n in names]),

@@ -287,7 +287,7 @@ def write_outputs(
             if save_merged and hasattr(model, "merge_and_unload"):  # a peft model: adapters folded into the base
                 copy.deepcopy(model).merge_and_unload().save_pretrained(str(staging / "merged"))
                 processor.save_pretrained(str(staging / "merged"))
-            write_card(results, staging, repo_id=repo_id)
+            write_card(results, staging, repo_id=repo_id, model_name=folder.resolve().name)
             (staging / RESULTS_FILE).write_text(text)
             replace_folder_contents(folder, staging, keep)
     finally:
@@ -327,6 +327,12 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
     task = script_args.task or infer_task(reference, script_args.image_column, script_args.text_column)
     data_column = script_args.image_column if task == IMAGE_CLASSIFICATION else script_args.text_column
     require_columns(reference, {"image_column" if task == IMAGE_CLASSIFICATION else "text_column": data_column})
+    # Unreadable inputs are named by the user's own split and row, before anything is split off or loaded.
+    check_inputs = check_images if task == IMAGE_CLASSIFICATION else check_texts
+    parts = dataset if isinstance(dataset, datasets.DatasetDict) else {script_args.train_split: dataset}
+    for split_name in dict.fromkeys((script_args.train_split, "forget", "retain", script_args.test_split)):
+        if split_name in parts:
+            check_inputs(parts[split_name], data_column, split_name)
     splits = make_unlearning_splits(
         dataset,
         label_column=script_args.label_column,
@@ -340,9 +346,6 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
         test_size=script_args.test_size,
         seed=seed,
     )
-    check_inputs = check_images if task == IMAGE_CLASSIFICATION else check_texts
-    for split_name in ("forget", "retain", "test"):
-        check_inputs(getattr(splits, split_name), data_column, split_name)
     return splits, task
 
 
