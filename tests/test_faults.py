@@ -358,8 +358,8 @@ def test_corrupt_image_bytes_name_the_split_and_row(tmp_path, capsys, loads):
         "test": datasets.Dataset.from_dict({"image": images[:3], "label": [0, 1, 2]}, features=features),
     })  # fmt: skip
     data.save_to_disk(str(tmp_path / "images"))
-    argv = ["--model_name_or_path", str(tmp_path / "model"), "--dataset_name", str(tmp_path / "images"), "--forget_classes",
-            "a", "--output_dir", str(tmp_path / "out"), *FAST]  # fmt: skip
+    argv = ["--model_name_or_path", str(tmp_path / "model"), "--dataset_name", str(tmp_path / "images"),
+            "--forget_classes", "a", "--output_dir", str(tmp_path / "out"), *FAST]  # fmt: skip
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")  # looks like a model folder: the data is checked first
     refused(capsys, argv, "Row 5 of the train split has an unreadable image in column 'image'")
