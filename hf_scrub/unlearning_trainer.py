@@ -62,7 +62,7 @@ class Tags:
 class _EpochCallback(TrainerCallback):
     """Epoch bookkeeping on top of the Trainer's single pass over the schedule.
 
-    The Trainer sees the whole run as one epoch (see `UnlearningTrainer.set_initial_training_values`), so its own
+    The Trainer sees the whole run as one epoch (see `UnlearningTrainer.get_train_dataloader`), so its own
     `on_epoch_end` fires once, at the very end. This callback keeps `state.epoch` in unlearning epochs, fires
     epoch-strategy logging/evaluation/saving at the earlier epoch ends, records the per-epoch errors (epoch 0 = the
     original model) and, for SCRUB+R, rewinds at the end of training.
@@ -97,6 +97,7 @@ class _EpochCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        args.max_steps = -1  # set to the schedule's length for the Trainer's loop in get_train_dataloader
         if args.rewind:
             self.trainer.rewind()
 
@@ -215,6 +216,18 @@ class UnlearningTrainer(Trainer):
         retain_dataset = self._drop_unused_columns(self.train_dataset, "retain")
         self.schedule = self.build_schedule(len(forget_dataset), len(retain_dataset))
         self.epoch_progress = epoch_progress(self.schedule)
+        # The Trainer runs the whole schedule as one pass of `len(schedule)` optimizer steps. It learns that through
+        # the public `max_steps` (read right after this dataloader is built); `_EpochCallback.on_train_end` puts the
+        # user's value (-1: the run's length comes from num_train_epochs) back.
+        args.max_steps = len(self.schedule)
+        counts = {phase: sum(step.phase is phase for step in self.schedule) for phase in Phase}
+        logger.info(
+            "%s schedule: %d epochs, %d optimizer steps (%d forget, %d retain, %d mixed)",
+            type(self).__name__,
+            int(args.num_train_epochs),
+            len(self.schedule),
+            *counts.values(),
+        )
         dataloader = DataLoader(
             ScheduledDataset(
                 forget_dataset, retain_dataset, self.teacher_logits_cache(forget_dataset, retain_dataset)
@@ -236,24 +249,6 @@ class UnlearningTrainer(Trainer):
         if self.args.remove_unused_columns and isinstance(dataset, datasets.Dataset):
             return self._remove_unused_columns(dataset, description=description)
         return dataset
-
-    def set_initial_training_values(self, args: TrainingArguments, dataloader: DataLoader) -> tuple:
-        """The Trainer runs the schedule as a single epoch of `len(schedule)` optimizer steps."""
-        values = list(super().set_initial_training_values(args, dataloader))
-        num_steps = len(self.schedule)
-        values[0] = 1  # loop epochs
-        values[1] = num_steps  # update steps per epoch
-        values[3] = sum(step.num_examples for step in self.schedule)  # samples seen
-        values[6] = num_steps  # max_steps
-        counts = {phase: sum(step.phase is phase for step in self.schedule) for phase in Phase}
-        logger.info(
-            "%s schedule: %d epochs, %d optimizer steps (%d forget, %d retain, %d mixed)",
-            type(self).__name__,
-            int(args.num_train_epochs),
-            num_steps,
-            *counts.values(),
-        )
-        return tuple(values)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
         """The configured LR schedule, times the paper's step decay after each epoch in `lr_decay_epochs`."""
