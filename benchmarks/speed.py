@@ -4,7 +4,7 @@
     step on the same model and batch, uncached and with `cache_teacher_outputs`; a MiniLM-size text classifier and a
     small HF ResNet. Target: <= 1.40 uncached, <= 1.10 cached.
 (b) loop: one SCRUB epoch (forget pass of max-steps + retain pass of min-steps) through `ScrubTrainer` over the same
-    epoch in a minimal plain-PyTorch loop written from the spec (DESIGN §2): the cost of the HF machinery.
+    epoch in a minimal plain-PyTorch loop written from the spec (docs/design.md §2): the cost of the HF machinery.
     Target: <= 1.10.
 (d) scaling: SCRUB wall time as the forget set and the retain set grow.
 
@@ -156,7 +156,7 @@ def step_ratio(make_model, data, device: str, batch: int, steps: int, warmup: in
 
 
 def spec_epoch_seconds(model, forget, retain, device: str, forget_batch: int, retain_batch: int) -> float:
-    """One SCRUB epoch in plain PyTorch, straight from DESIGN §2 (no HF machinery), same optimizer and clipping."""
+    """One SCRUB epoch in plain PyTorch, from docs/design.md §2 (no HF machinery), same optimizer and clipping."""
     teacher = type(model)(model.config).to(device).eval()
     teacher.load_state_dict(model.state_dict())
     teacher.requires_grad_(False)

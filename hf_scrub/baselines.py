@@ -1,4 +1,4 @@
-"""Baselines in the same framework (DESIGN §2): same data plumbing, schedule machinery, weighting, history and
+"""Baselines in the same framework (docs/design.md §2): same data plumbing, schedule machinery, weighting, history and
 evaluation as `ScrubTrainer`, so comparisons measure the methods, not the code around them.
 
 - `FinetuneTrainer`: cross-entropy on the retain set only ("catastrophic forgetting" of the forget set).

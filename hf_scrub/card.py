@@ -2,7 +2,7 @@
 
 The Trainer's own `create_model_card` keeps only a fixed list of metric names in `model-index`, so the unlearning
 metrics (`forget_accuracy`, `mia`, ...) would vanish: the card is built with `huggingface_hub.ModelCard` /
-`ModelCardData(eval_results=[EvalResult(...)])` instead (DESIGN §7 "Cards").
+`ModelCardData(eval_results=[EvalResult(...)])` instead (docs/design.md §7 "Cards").
 
 - `build_model_card(results, repo_id=..., model_name=...)`: the card (YAML metadata with a `model-index`, Markdown
   body) as a `ModelCard`; `results["warnings"]` are shown as warning blocks above the numbers.

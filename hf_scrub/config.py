@@ -1,9 +1,9 @@
 """`ScrubConfig`: the SCRUB hyperparameters on top of `transformers.TrainingArguments`, plus named presets.
 
-The SCRUB-specific defaults are the paper's "selective" setting (DESIGN §2). The optimizer fields keep the
+The SCRUB-specific defaults are the paper's "selective" setting (docs/design.md §2). The optimizer fields keep the
 `TrainingArguments` defaults (AdamW, lr 5e-5, gradient clipping at 1.0): on fine-tuned transformers that is what
-forgets without collapsing the model (DESIGN §8), while the paper's SGD settings were made for CNNs trained from
-scratch and are available as presets.
+forgets without collapsing the model (docs/design.md §8), while the paper's SGD settings were made for CNNs trained
+from scratch and are available as presets.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-# The reference settings of the paper's code (DESIGN §2). `max_grad_norm=0` because the paper does not clip.
+# The reference settings of the paper's code (docs/design.md §2). `max_grad_norm=0` because the paper does not clip.
 # "small" uses AdamW: transformers has no plain-Adam optimizer name; the paper's code uses Adam with L2 0.1.
 PRESETS: dict[str, dict[str, Any]] = {
     "selective": {
@@ -50,7 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "per_device_forget_batch_size": 512,
         "per_device_train_batch_size": 256,
     },
-    # Measured here, not in the paper: fine-tuned transformers (DESIGN §8; the text sweep in BENCHMARKS.md).
+    # Measured here, not in the paper: fine-tuned transformers (docs/design.md §8; the text sweep in BENCHMARKS.md).
     "transformer": {
         "optim": "adamw_torch",
         "learning_rate": 5e-5,

@@ -1,4 +1,4 @@
-"""Evaluate a model on the splits of an unlearning request (DESIGN §3) and return a flat report.
+"""Evaluate a model on the splits of an unlearning request (docs/design.md §3) and return a flat report.
 
 Predictions go through `Trainer.predict`, so they are batched, in eval mode without gradients, under the run's
 mixed precision, and gathered across processes (each example counted once); the metrics are then computed from the

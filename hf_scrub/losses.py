@@ -1,4 +1,4 @@
-"""The SCRUB objectives as pure tensor functions (DESIGN §2).
+"""The SCRUB objectives as pure tensor functions (docs/design.md §2).
 
 Everything here is per item (one value per example, or per position for sequence outputs) so that the trainer
 can weight items exactly as a plain large-batch step would, whatever the micro-batching, gradient accumulation or
@@ -70,7 +70,7 @@ def retain_loss(
     return gamma * ce + alpha * distance, ce, distance
 
 
-# ---- baselines (DESIGN §2), same per-item convention --------------------------------------------------------------
+# ---- baselines (docs/design.md §2), same per-item convention --------------------------------------------------------
 
 
 def neggrad_plus_loss(

@@ -1,4 +1,4 @@
-"""Relearn time (DESIGN §3): how many fine-tuning passes bring the forget loss back to the original model's level.
+"""Relearn time (docs/design.md §3): how many fine-tuning passes bring the forget loss back to the original's level.
 
 A model that still "knows" the forget set underneath relearns it in fewer passes than one that never saw it, so
 relearn time complements the accuracy and attack metrics. Opt-in: it fine-tunes a copy of the model (the unlearned

@@ -1,4 +1,4 @@
-"""SCRUB+R (rewind) for privacy-style selective unlearning (DESIGN §2).
+"""SCRUB+R (rewind) for privacy-style selective unlearning (docs/design.md §2).
 
 Driving the forget error as high as possible makes the forget set stand out: a model that never saw an example
 errs on it about as often as on unseen examples of the same distribution, not always. SCRUB+R keeps the model after

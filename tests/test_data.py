@@ -1,4 +1,4 @@
-"""Forget / retain / test / forget-validation splits and the input checks (DESIGN §4, issue 2 deliverables 4, 10)."""
+"""Forget / retain / test / forget-validation splits and the input checks (docs/design.md §4, §15)."""
 
 import hashlib
 import json

@@ -133,7 +133,7 @@ def test_launches_are_real_two_rank_ddp_runs(runs):
         results, _ = runs[("ddp", accumulation)]
         assert [r["rank"] for r in results] == [0, 1]
         for result in results:
-            # use_cpu=True makes torchrun's processes one gloo process group (DESIGN §6), not two independent runs.
+            # use_cpu=True: torchrun's processes form one gloo group (docs/design.md §6), not two independent runs.
             assert result["distributed_type"] == "DistributedType.MULTI_CPU" and result["ddp_wrapped"]
             check_same_global_batch(result, accumulation)
 
@@ -225,7 +225,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(runs, launch
 @pytest.mark.parametrize("launch, accumulation", TWO_PROCESS_RUNS)
 def test_logged_losses_are_not_multiplied_by_the_number_of_processes(runs, launch, accumulation):
     # average_tokens_across_devices=True is set explicitly: with it, transformers 5.24 multiplies a loss computed
-    # from num_items_in_batch by the world size (DESIGN §7). Every logged value must match the one-process run.
+    # from num_items_in_batch by the world size (docs/design.md §7). Every logged value must match the one-process run.
     (single,), _ = runs[("one", 1)]
     results, _ = runs[(launch, accumulation)]
     for result in results:

@@ -1,4 +1,4 @@
-"""SCRUB losses against values computed by hand (DESIGN §2)."""
+"""SCRUB losses against values computed by hand (docs/design.md §2)."""
 
 import math
 

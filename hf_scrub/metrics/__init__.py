@@ -1,6 +1,6 @@
 """Unlearning metrics: plain functions plus `evaluate` modules that wrap them.
 
-The functions in :mod:`hf_scrub.metrics.functional` compute every number (DESIGN §3). Each metric also ships
+The functions in :mod:`hf_scrub.metrics.functional` compute every number (docs/design.md §3). Each metric also ships
 as an `evaluate` module in ``hf_scrub/metrics/<name>/<name>.py`` with a README metric card, so it can be used
 wherever `evaluate` modules are expected; :func:`load_metric` loads one from the installed package, offline.
 """

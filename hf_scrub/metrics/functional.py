@@ -1,6 +1,6 @@
 """Unlearning metrics as plain numpy / scikit-learn functions.
 
-This module is the single source of truth for the numbers ``hf_scrub`` reports (DESIGN §3). The ``evaluate``
+This module is the single source of truth for the numbers ``hf_scrub`` reports (docs/design.md §3). The ``evaluate``
 modules next to it (``hf_scrub/metrics/<name>/<name>.py``) are thin wrappers that call these functions, so a
 value computed through ``evaluate.load(...)`` and one computed here are the same by construction. Keeping the
 logic here, not inside the ``evaluate.Metric`` classes, also keeps it importable, typed and testable without
@@ -83,7 +83,7 @@ def unlearning_accuracy(
 ) -> dict[str, float]:
     """Accuracy of one model on each evaluation split, in one call.
 
-    Unlearning is judged by comparing the same model on several splits (DESIGN §3): the forget set (what should
+    Unlearning is judged by comparing the same model on several splits (docs/design.md §3): the forget set (what should
     be forgotten), the retain set (what must be kept), the test set (generalisation) and, for SCRUB+R, a
     forget-validation set. Tagging every example with its split lets one prediction pass over a concatenated
     dataset produce all numbers, and lets the ``evaluate`` wrapper accumulate batches from mixed splits.
@@ -165,7 +165,7 @@ def membership_inference_attack(
     seed: int = 0,
     n_splits: int = 5,
 ) -> dict[str, float]:
-    """The SCRUB paper's loss-based membership inference attack (Kurmanji et al. 2023, DESIGN §3).
+    """The SCRUB paper's loss-based membership inference attack (Kurmanji et al. 2023, docs/design.md §3).
 
     An attacker who sees only per-example losses tries to tell forget-set examples (which the original model
     was trained on) from unseen test examples of the same classes. If unlearning worked like retraining, the

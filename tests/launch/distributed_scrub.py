@@ -54,8 +54,8 @@ def run(
         raise SystemExit(f"global batch sizes must divide by world_size x accumulation = {slots}")
     args = ScrubConfig(
         output_dir=str(out / "trainer"),
-        use_cpu=True,  # without it, torchrun on CPU gives independent single-process runs (DESIGN §6)
-        average_tokens_across_devices=True,  # the setting that multiplied custom losses by world size (DESIGN §7)
+        use_cpu=True,  # without it, torchrun on CPU gives independent single-process runs (docs/design.md §6)
+        average_tokens_across_devices=True,  # multiplied custom losses by world size (docs/design.md §7)
         per_device_forget_batch_size=forget_batch // slots,
         per_device_train_batch_size=retain_batch // slots,
         per_device_eval_batch_size=EVAL_BATCH,
