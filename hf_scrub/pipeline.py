@@ -432,6 +432,13 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     check_model_reference(script_args.model_name_or_path)
     if script_args.retrain_model_name_or_path:
         check_model_reference(script_args.retrain_model_name_or_path, "--retrain_model_name_or_path")
+    if script_args.retrain_init_from:
+        if script_args.method != "retrain":
+            raise ValueError(
+                f"--retrain_init_from is the starting point of --method retrain; it has no effect on --method "
+                f"{script_args.method}. Drop it, or use --method retrain."
+            )
+        check_model_reference(script_args.retrain_init_from, "--retrain_init_from")
     check_output_location(config.output_dir, script_args.model_name_or_path, script_args.overwrite_output_dir)
     check_deepspeed_options(script_args, config)
     # The Trainer pushes inside save_model and at every checkpoint; the finished folder is pushed once, at the end.

@@ -146,3 +146,7 @@ def launch_environment(name: str) -> tuple:
     else:
         env = {}
     return config, args, env
+
+
+# Fixtures of the end-to-end CLI tests (test_faults.py, test_script_options.py), shared by the whole session.
+from cli_fixtures import assets, loads  # noqa: E402, F401

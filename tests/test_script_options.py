@@ -1,0 +1,129 @@
+"""Every method and data option a user can pass to `scripts/scrub.py`, end to end on real files (issue 14, item 4).
+
+The original is the tiny trained classifier of `cli_fixtures.assets` (it reads the label word in each review). Each
+test states what the option must change in the result, so a flag that is silently ignored fails here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pandas as pd
+import pytest
+import torch
+from cli_fixtures import assert_complete, results_of, review_rows, scrub
+from transformers import AutoModelForSequenceClassification
+
+from hf_scrub import cli
+
+
+def without_forget_epochs(argv: list[str]) -> list[str]:
+    """The baselines have no max-step passes, so no `--forget_epochs` (a SCRUB option)."""
+    index = argv.index("--forget_epochs")
+    return argv[:index] + argv[index + 2 :]
+
+
+def data_dict(tmp_path, n_train=60, n_test=15):
+    path = tmp_path / "dict"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(review_rows(n_train)),
+            "test": datasets.Dataset.from_dict(review_rows(n_test)),
+        }
+    ).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("method", ["finetune", "neggrad_plus", "bad_teacher"])
+def test_baseline_methods(assets, tmp_path, method):
+    flags = {
+        "finetune": ["--num_train_epochs", "2"],
+        "neggrad_plus": ["--num_train_epochs", "3", "--beta", "0.5", "--learning_rate", "3e-2"],
+        "bad_teacher": ["--num_train_epochs", "3", "--learning_rate", "3e-2", "--retain_fraction", "0.5"],
+    }[method]
+    argv = scrub(assets, tmp_path, "--method", method, "--forget_classes", "1", *flags, data=data_dict(tmp_path))
+    assert cli.main(without_forget_epochs(argv)) == 0
+    results = assert_complete(tmp_path / "out")
+    original, unlearned = results["original"], results["unlearned"]
+    assert results["method"] == method and original["forget_accuracy"] == 1.0
+    if method == "finetune":  # cross-entropy on the retain set only: the retained classes stay right
+        assert unlearned["test_retain_classes_accuracy"] == 1.0
+    else:  # both push the forgotten class away: its loss rises well above the original's
+        assert unlearned["forget_loss"] > 2 * original["forget_loss"]
+    if method == "neggrad_plus":
+        assert results["hyperparameters"]["beta"] == 0.5  # the method's own option reached its config
+    else:
+        assert "beta" not in results["hyperparameters"]
+
+
+def test_retrain_init_from_starts_from_that_checkpoint(assets, tmp_path):
+    """--method retrain --retrain_init_from: the retrained encoder starts at the given checkpoint, not at random."""
+    common = ["--method", "retrain", "--forget_classes", "1", "--learning_rate", "1e-4"]
+    for out, extra in (("init", ["--retrain_init_from", assets / "model"]), ("scratch", [])):
+        assert cli.main(without_forget_epochs(scrub(assets, tmp_path, *common, *extra, out=out))) == 0
+    start = AutoModelForSequenceClassification.from_pretrained(assets / "model").state_dict()
+    key = "bert.embeddings.word_embeddings.weight"
+    for folder, close in (("init", True), ("scratch", False)):
+        weights = AutoModelForSequenceClassification.from_pretrained(tmp_path / folder).state_dict()
+        assert torch.allclose(weights[key], start[key], atol=1e-2) is close, folder
+
+
+def test_retrain_init_from_without_retrain_is_refused(assets, tmp_path, capsys, loads):
+    argv = scrub(assets, tmp_path, "--num_forget_examples", "5", "--retrain_init_from", assets / "model")
+    assert (
+        cli.main(argv) == 2
+        and "--retrain_init_from is the starting point of --method retrain" in capsys.readouterr().err
+    )
+    assert loads == []
+
+
+def test_dataset_config_name_picks_the_configuration(assets, tmp_path):
+    """A local dataset folder with two configurations (README.md `configs:`), loaded like a Hub dataset."""
+    root = tmp_path / "reviews_by_size"
+    for name, size in (("small", 30), ("large", 60)):
+        (root / name).mkdir(parents=True)
+        pd.DataFrame(review_rows(size)).to_csv(root / name / "train.csv", index=False)
+        pd.DataFrame(review_rows(9)).to_csv(root / name / "test.csv", index=False)
+    (root / "README.md").write_text(
+        "---\nconfigs:\n"
+        + "".join(
+            f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train.csv\n"
+            f"  - split: test\n    path: {name}/test.csv\n"
+            for name in ("small", "large")
+        )
+        + "---\n"
+    )
+    for name, size in (("small", 30), ("large", 60)):
+        argv = scrub(assets, tmp_path, "--forget_classes", "2", "--dataset_config_name", name, data=root, out=name)
+        assert cli.main(argv) == 0
+        forget = results_of(tmp_path / name)["forget"]
+        assert forget["num_examples"] == size // 3 and forget["num_retain_examples"] == size - size // 3
+        assert forget["num_test_examples"] == 9 and not forget["test_held_out_from_train"]
+
+
+def test_task_flag_overrides_the_inferred_task(assets, tmp_path, capsys):
+    """A text column named 'image' makes the task look like image classification; --task says otherwise."""
+    rows = review_rows(60)
+    pd.DataFrame({"image": rows["text"], "label": rows["label"]}).to_csv(tmp_path / "odd.csv", index=False)
+    argv = scrub(assets, tmp_path, "--forget_classes", "0", "--text_column", "image", data=tmp_path / "odd.csv")
+    assert cli.main(argv) != 0  # inferred as image classification: the "images" are strings
+    capsys.readouterr()
+    assert cli.main([*argv, "--task", "text-classification"]) == 0
+    assert results_of(tmp_path / "out")["task"] == "text-classification"
+
+
+@pytest.mark.parametrize("file_format", ["json", "parquet"])
+def test_json_and_parquet_files_with_ids(assets, tmp_path, file_format):
+    """Data files without a test split, the forget set named by ids in an id column."""
+    rows = review_rows(60) | {"uid": [f"u{i:03d}" for i in range(60)]}
+    frame = pd.DataFrame(rows)
+    path = tmp_path / f"reviews.{file_format}"
+    frame.to_json(path, orient="records") if file_format == "json" else frame.to_parquet(path)
+    ids = ["u004", "u010", "u033", "u059"]
+    (tmp_path / "ids.json").write_text(json.dumps(ids))
+    argv = scrub(assets, tmp_path, "--id_column", "uid", "--forget_indices_file", tmp_path / "ids.json", data=path)
+    assert cli.main(argv) == 0
+    forget = results_of(tmp_path / "out")["forget"]
+    assert forget["type"] == "ids" and forget["num_examples"] == 4
+    assert forget["num_retain_examples"] + forget["num_test_examples"] == 56 and forget["test_held_out_from_train"]
