@@ -3,6 +3,7 @@
 - `ScrubConfig` (a `transformers.TrainingArguments`) and `ScrubTrainer` (a `transformers.Trainer`): the algorithm.
 - `make_unlearning_splits`: forget / retain / test / forget-validation splits from `datasets`.
 - `evaluate_model` and `hf_scrub.metrics` (`load_metric`): the unlearning metrics.
+- `save_unlearning_report` (also `trainer.save_unlearning_report`): the evidence folder, as `scripts/scrub.py` writes.
 """
 
 __version__ = "0.1.0"
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 from .config import PRESETS, ScrubConfig
 from .data import UnlearningSplits, make_unlearning_splits
 from .evaluation import evaluate_model
+from .evidence import save_unlearning_report
 from .losses import forget_loss, kd_distance, retain_loss
 from .metrics import load_metric
 from .trainer import ScrubTrainer
@@ -25,4 +27,5 @@ __all__ = [
     "load_metric",
     "make_unlearning_splits",
     "retain_loss",
+    "save_unlearning_report",
 ]

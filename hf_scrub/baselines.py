@@ -27,6 +27,8 @@ from .unlearning_trainer import Tags, UnlearningTrainer
 class FinetuneTrainer(UnlearningTrainer):
     """Fine-tune on the retain set with cross-entropy; the forget set is only evaluated."""
 
+    method_name = "finetune"
+
     def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
         return build_schedule(
             num_forget, num_retain, forget_batch_size=1, retain_batch_size=self._train_batch_size,
@@ -46,6 +48,8 @@ class FinetuneTrainer(UnlearningTrainer):
 class NegGradTrainer(UnlearningTrainer):
     """Gradient ascent: every epoch one pass over the forget set, minimising ``-CE``."""
 
+    method_name = "neggrad"
+
     def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
         epochs = int(self.args.num_train_epochs)
         return build_schedule(
@@ -64,6 +68,8 @@ class NegGradTrainer(UnlearningTrainer):
 
 class NegGradPlusTrainer(UnlearningTrainer):
     """NegGrad+: one pass over the retain set per epoch, each retain batch paired with a forget batch."""
+
+    method_name = "neggrad_plus"
 
     config_class = NegGradPlusConfig
 
@@ -87,6 +93,8 @@ class NegGradPlusTrainer(UnlearningTrainer):
 
 class BadTeacherTrainer(UnlearningTrainer):
     """Bad-Teacher: distil retain examples from the original model and forget examples from a random one."""
+
+    method_name = "bad_teacher"
 
     config_class = BadTeacherConfig
 

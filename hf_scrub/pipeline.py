@@ -6,11 +6,7 @@ checked first, then the model's head against the labels, then the output folder,
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -19,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import torch
 from huggingface_hub.utils import validate_repo_id
 from torch import nn
 from transformers import TrainerCallback, set_seed
 
-from . import __version__
 from .baselines import METHODS, fresh_model_like
-from .card import write_card
 from .config import UnlearningConfig
 from .data import (
     UnlearningSplits,
@@ -37,13 +30,12 @@ from .data import (
     require_columns,
 )
 from .evaluation import evaluate_model, prediction_trainer
+from .evidence import save_unlearning_report
 from .hub import push_folder_to_hub
 from .output import (
     RESULTS_FILE,
-    STAGING_DIR,
     RequestStamp,
     check_output_location,
-    replace_folder_contents,
     resolve_resume_checkpoint,
 )
 from .relearn import relearn_time
@@ -58,31 +50,8 @@ from .tasks import (
     prepare_dataset,
 )
 from .trainer import ScrubTrainer
-from .unlearning_trainer import UnlearningTrainer
 
 logger = logging.getLogger(__name__)
-
-# A retain accuracy lower than the original's by more than this is reported as a warning.
-RETAIN_DROP_WARNING = 0.05
-REPORTED_HYPERPARAMETERS = (
-    "alpha",
-    "gamma",
-    "kd_temperature",
-    "forget_epochs",
-    "num_train_epochs",
-    "per_device_forget_batch_size",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "learning_rate",
-    "optim",
-    "weight_decay",
-    "max_grad_norm",
-    "lr_scheduler_type",
-    "retain_fraction",
-    "beta",
-    "rewind",
-    "seed",
-)
 
 
 @dataclass
@@ -227,75 +196,6 @@ def lora_config(script_args: ScriptArguments, task: str) -> Any:
     return LoraConfig(**common, task_type=TaskType.SEQ_CLS)
 
 
-def check_finite_model(trainer: UnlearningTrainer) -> None:
-    """Refuse to save a model with non-finite weights: it would load, and answer garbage, without any error."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    bad = [name for name, p in model.named_parameters() if p.numel() and not torch.isfinite(p.detach()).all()]
-    flag = torch.tensor(float(bool(bad)), device=trainer.args.device)
-    if trainer.accelerator.num_processes > 1:  # under ZeRO-3 / FSDP each process holds a shard
-        flag = trainer.accelerator.reduce(flag, reduction="max")
-    if flag.item():
-        raise FloatingPointError(
-            f"The unlearned model has non-finite weights ({', '.join(bad[:3]) or 'in another process'}...): the run "
-            "diverged. Nothing was written. Lower learning_rate or enable gradient clipping (max_grad_norm)."
-        )
-
-
-def check_finite_results(results: Any, where: str = "results") -> None:
-    """Every reported number must be finite: a NaN metric is a failed evaluation, not a result."""
-    if isinstance(results, dict):
-        for key, value in results.items():
-            check_finite_results(value, f"{where}.{key}")
-    elif isinstance(results, (list, tuple)):
-        for index, value in enumerate(results):
-            check_finite_results(value, f"{where}[{index}]")
-    elif isinstance(results, float) and not math.isfinite(results):
-        raise FloatingPointError(
-            f"{where} is {results}: the evaluation produced a non-finite number (a diverged model?). Nothing was "
-            "written. Lower learning_rate or enable gradient clipping (max_grad_norm)."
-        )
-
-
-def write_outputs(
-    trainer: UnlearningTrainer,
-    processor: Any,
-    results: dict[str, Any],
-    output_dir: str,
-    save_merged: bool = False,
-    keep: set[str] = frozenset(),
-    repo_id: str | None = None,
-) -> None:
-    """Write model, processor, evaluation card, plot and results completely or not at all.
-
-    Everything is assembled in a staging folder inside `output_dir`, then replaces the folder's previous content as
-    a whole (`replace_folder_contents`: this run's checkpoints in `keep` stay), `unlearning_results.json` last: its
-    presence means the folder is complete. On failure the staging folder is removed and the previous content is
-    back in place. Nothing here touches the Hub.
-    """
-    check_finite_results(results)
-    text = json.dumps(results, indent=2, allow_nan=False) + "\n"
-    folder = Path(output_dir)
-    staging = folder / STAGING_DIR
-    if trainer.is_world_process_zero():
-        shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed while finishing
-    trainer.accelerator.wait_for_everyone()
-    try:
-        trainer.save_model(str(staging))  # collective under FSDP/DeepSpeed: every process calls it
-        if trainer.is_world_process_zero():
-            processor.save_pretrained(str(staging))
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            if save_merged and hasattr(model, "merge_and_unload"):  # a peft model: adapters folded into the base
-                copy.deepcopy(model).merge_and_unload().save_pretrained(str(staging / "merged"))
-                processor.save_pretrained(str(staging / "merged"))
-            write_card(results, staging, repo_id=repo_id, model_name=folder.resolve().name)
-            (staging / RESULTS_FILE).write_text(text)
-            replace_folder_contents(folder, staging, keep)
-    finally:
-        if trainer.is_world_process_zero():
-            shutil.rmtree(staging, ignore_errors=True)
-        trainer.accelerator.wait_for_everyone()
-
-
 def format_table(reports: dict[str, dict[str, float]]) -> str:
     """A before/after table: one row per metric, one column per model."""
     columns = list(reports)
@@ -393,32 +293,8 @@ class _ReportAtTrainBegin(TrainerCallback):
         self.seconds = time.perf_counter() - start
 
 
-def model_reference(model_name_or_path: str) -> str:
-    """How the results name a model: a Hub id as given, a local folder by its name only (no local paths)."""
-    path = Path(model_name_or_path).expanduser()
-    return path.resolve().name if path.exists() else model_name_or_path
-
-
 def _linear_module_names(model: Any) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
-
-
-def _result_warnings(trainer: UnlearningTrainer, reports: dict[str, Any]) -> list[str]:
-    """What a reader of the results must know about this run's outcome (also printed and shown on the card)."""
-    warnings = []
-    if trainer.rewind_epoch == 0:
-        warnings.append(
-            "SCRUB+R chose epoch 0: the returned model is the original model, unchanged (no epoch's forget error "
-            "was closer to the forget-validation reference)."
-        )
-    before = reports["original"].get("retain_accuracy")
-    after = reports["unlearned"].get("retain_accuracy")
-    if before is not None and after is not None and after < before - RETAIN_DROP_WARNING:
-        warnings.append(
-            f"Retain accuracy fell from {before:.4f} to {after:.4f}: the unlearned model lost much of what it should "
-            "keep. Lower learning_rate, or raise gamma / the number of retain epochs."
-        )
-    return warnings
 
 
 def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> dict[str, Any]:
@@ -451,13 +327,10 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
             validate_repo_id(repo_id)
         except Exception as error:
             raise ValueError(f"--hub_model_id {repo_id!r} is not a valid Hub repo id ({error}).") from None
-    warnings: list[str] = []
     if config.learning_rate == 0:
-        warnings.append("learning_rate is 0: no step changes the model, so the 'unlearned' model is the original.")
-        logger.warning(warnings[-1])
+        logger.warning("learning_rate is 0: no step changes the model, so the 'unlearned' model is the original.")
     set_seed(config.seed)
     splits, task = build_splits(script_args, config.seed)
-    warnings += splits.warnings
     if config.rewind and len(splits.forget_validation) == 0:
         raise ValueError(
             "--rewind true (SCRUB+R) needs held-out examples of the forget set's classes, and there are none (a whole "
@@ -473,7 +346,8 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     resume = resolve_resume_checkpoint(config.resume_from_checkpoint, config.output_dir, request)
 
     model, processor = load_model_and_processor(script_args.model_name_or_path, task)
-    check_model_matches_labels(model, [splits.forget, splits.retain, splits.test], script_args.label_column)
+    labelled = [splits.forget, splits.retain, splits.test]
+    check_model_matches_labels(model, labelled, script_args.label_column)
     if task == IMAGE_CLASSIFICATION and config.remove_unused_columns:
         # The image transform needs the raw image column, which the Trainer would otherwise drop before it runs.
         config.remove_unused_columns = False
@@ -537,58 +411,43 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume.get("path"))
     unlearning_seconds = time.perf_counter() - start - original_report.seconds
-    check_finite_model(trainer)
-    reports = {"original": original_report.report}
-    reports["unlearned"] = evaluate_model(trainer, eval_splits, splits.forget_classes, config.seed)
+    reports = {}
     if script_args.retrain_model_name_or_path:
         retrain_model, _ = load_model_and_processor(script_args.retrain_model_name_or_path, task)
-        check_model_matches_labels(
-            retrain_model, [splits.forget, splits.retain, splits.test], script_args.label_column
-        )
+        check_model_matches_labels(retrain_model, labelled, script_args.label_column)
         retrain_trainer = prediction_trainer(retrain_model, config, collator, processor)
         reports["retrain"] = evaluate_model(retrain_trainer, eval_splits, splits.forget_classes, config.seed)
-    warnings += _result_warnings(trainer, reports)
-
-    results: dict[str, Any] = {
-        "method": script_args.method,
-        "task": task,
-        "model": model_reference(script_args.model_name_or_path),
-        "forget": splits.describe(),
-        **reports,
-        "unlearning_seconds": round(unlearning_seconds, 3),
-        "rewind_epoch": trainer.rewind_epoch,
-        "history": [
-            {"epoch": entry["scrub_epoch"], **{k: v for k, v in entry.items() if k.endswith("_error")}}
-            for entry in trainer.scrub_history
-        ],
-        "hyperparameters": {key: getattr(config, key) for key in REPORTED_HYPERPARAMETERS if hasattr(config, key)}
-        | {"preset": script_args.preset, "use_peft": script_args.use_peft},
-        "warnings": warnings,
-        "hf_scrub_version": __version__,
-    }
+    extra: dict[str, Any] = {"unlearning_seconds": round(unlearning_seconds, 3)}
     if resume:
-        results["resumed_from"] = Path(resume["path"]).name
+        extra["resumed_from"] = Path(resume["path"]).name
     if script_args.relearn_time:
-        results["relearn_time"] = relearn_time(
+        extra["relearn_time"] = relearn_time(
             trainer.model,
             eval_splits["forget"],
-            target_loss=reports["original"]["forget_loss"],
+            target_loss=original_report.report["forget_loss"],
             args=config,
             data_collator=collator,
             max_epochs=script_args.relearn_max_epochs,
         )
-    write_outputs(
+    results = save_unlearning_report(
         trainer,
-        processor,
-        results,
         config.output_dir,
+        splits,
+        eval_splits,
+        original_report.report,
+        method=script_args.method,
+        model_name_or_path=script_args.model_name_or_path,
+        task=task,
+        reports=reports,
+        hyperparameters={"preset": script_args.preset, "use_peft": script_args.use_peft},
+        extra=extra,
         save_merged=script_args.save_merged_model,
-        keep=set(stamp.saved),
+        keep=stamp.saved,
         repo_id=repo_id,
     )
     if trainer.is_world_process_zero():
-        print(format_table(reports))
-        for warning in warnings:
+        print(format_table({name: results[name] for name in ("original", "unlearned", *reports)}))
+        for warning in results["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"unlearning time: {unlearning_seconds:.1f} s; results in {Path(config.output_dir) / RESULTS_FILE}")
         if repo_id is not None:

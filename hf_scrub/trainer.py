@@ -58,6 +58,7 @@ class ScrubTrainer(UnlearningTrainer):
     """
 
     config_class = ScrubConfig
+    method_name = "scrub"
     phase_names = {Phase.FORGET: "max-step on the forget set", Phase.RETAIN: "min-step on the retain set"}
 
     def __init__(

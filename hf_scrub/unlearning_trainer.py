@@ -28,8 +28,9 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from .config import UnlearningConfig
-from .data import check_disjoint, check_label_range
+from .data import UnlearningSplits, check_disjoint, check_label_range
 from .evaluation import predict_splits
+from .evidence import save_unlearning_report
 from .rewind import choose_rewind_epoch, load_whole_state, whole_state
 from .schedule import (
     PHASE_KEY,
@@ -117,6 +118,7 @@ class UnlearningTrainer(Trainer):
     """
 
     config_class: type[UnlearningConfig] = UnlearningConfig
+    method_name = "unlearning"  # how `unlearning_results.json` names the method
     phase_names = {Phase.FORGET: "a forget step", Phase.RETAIN: "a retain step", Phase.MIXED: "a mixed step"}
     # compute_loss weights every item by (num_processes / items in its optimizer step), so the sum over the
     # micro-batches of a step is already the step's mean: the Trainer must not divide by the accumulation steps.
@@ -347,6 +349,22 @@ class UnlearningTrainer(Trainer):
         if self.is_world_process_zero():
             shutil.rmtree(self._rewind_dir, ignore_errors=True)
         return self.rewind_epoch
+
+    # ---- evidence -------------------------------------------------------------------------------------------
+
+    def save_unlearning_report(
+        self,
+        output_dir: str | Path,
+        splits: UnlearningSplits,
+        eval_splits: dict[str, Any],
+        original: dict[str, float],
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Evaluate the unlearned model and write model, processor, `unlearning_results.json`, card and plot to
+        `output_dir`, completely or not at all: the same evidence as `scripts/scrub.py`. `original` is
+        `evaluate_model(trainer, eval_splits, splits.forget_classes)` taken before `train()`. Keyword arguments:
+        see `hf_scrub.evidence.save_unlearning_report`. Returns the results written."""
+        return save_unlearning_report(self, output_dir, splits, eval_splits, original, **kwargs)
 
     # ---- loss -----------------------------------------------------------------------------------------------
 

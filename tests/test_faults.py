@@ -28,7 +28,7 @@ from cli_fixtures import FAST, SCRIPT, assert_complete, folder_digest, refused, 
 from PIL import Image
 from transformers import BertForSequenceClassification
 
-from hf_scrub import cli, pipeline
+from hf_scrub import cli, evidence
 
 # ---- the six serious cases ------------------------------------------------------------------------------------
 
@@ -123,16 +123,16 @@ def test_5b_non_finite_weights_and_metrics_are_caught_before_writing(assets, tmp
     from hf_scrub import ScrubConfig, ScrubTrainer
 
     with pytest.raises(FloatingPointError, match=r"results.unlearned.mia is nan"):
-        pipeline.check_finite_results({"unlearned": {"mia": float("nan")}, "history": [{"forget_error": 0.1}]})
+        evidence.check_finite_results({"unlearned": {"mia": float("nan")}, "history": [{"forget_error": 0.1}]})
     model = BertForSequenceClassification.from_pretrained(assets / "model")
     data = datasets.Dataset.from_dict({"input_ids": [[101, 2000, 102]] * 4, "labels": [0, 1, 2, 0]})
     args = ScrubConfig(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none")
     trainer = ScrubTrainer(model=model, args=args, forget_dataset=data.select([0]), retain_dataset=data.select([1]))
-    pipeline.check_finite_model(trainer)  # finite: passes
+    evidence.check_finite_model(trainer)  # finite: passes
     with torch.no_grad():
         model.classifier.weight[0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="non-finite weights \\(classifier.weight"):
-        pipeline.check_finite_model(trainer)
+        evidence.check_finite_model(trainer)
 
 
 def test_6_an_unwritable_output_location_is_refused_before_loading(assets, tmp_path, capsys, loads):
