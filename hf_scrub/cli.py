@@ -9,8 +9,11 @@ Three ways in, with one precedence rule (command line > config file > preset > d
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .baselines import METHODS
-from .config import ScrubConfig, preset_values
+from .config import PRESETS, ScrubConfig, preset_values
 from .hub import HubPushError
 from .pipeline import ScriptArguments, run_unlearning
 
@@ -32,6 +35,146 @@ def _read_config_file(path: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of argument names to values.")
     return values
+
+
+# ---- `--help`: the options grouped by what they are about (the parsing itself is HfArgumentParser's, unchanged) ----
+
+# Group title -> (what the group is for, its options in display order). An option of some method's config that the
+# chosen method does not take is still listed, marked "(only with --method ...)", but is not accepted.
+HELP_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "What to forget": (
+        "The forget set: whole classes, random examples (within classes), listed rows or ids, or a boolean column.",
+        ("forget_classes", "num_forget_examples", "forget_indices_file", "id_column", "forget_column"),
+    ),
+    "Data": (
+        "The data set the model was trained on and how to read it.",
+        ("dataset_name", "dataset_config_name", "task", "image_column", "text_column", "label_column")
+        + ("train_split", "test_split", "test_size", "max_length"),
+    ),
+    "Model and method": (
+        "The original model and the unlearning method.",
+        ("model_name_or_path", "method", "preset", "retrain_init_from"),
+    ),
+    "SCRUB": (
+        "Each of the first forget_epochs epochs is a forget pass (max-steps away from the original model on the "
+        "forget set) then a retain pass (min-steps: cross-entropy + distillation on the retain set); the remaining "
+        "epochs are retain passes only.",
+        ("alpha", "gamma", "kd_temperature", "forget_epochs", "num_train_epochs", "per_device_forget_batch_size")
+        + ("per_device_train_batch_size", "rewind", "retain_fraction", "cache_teacher_outputs", "lr_decay_epochs")
+        + ("lr_decay_factor", "history_retain_examples", "check_forget_retain_overlap"),
+    ),
+    "Evaluation and Hub": (
+        "What is measured besides the before/after accuracies, where the results go.",
+        ("retrain_model_name_or_path", "relearn_time", "relearn_max_epochs", "output_dir", "overwrite_output_dir")
+        + ("push_to_hub", "hub_model_id", "hub_private_repo", "hub_token"),
+    ),
+    "LoRA": (
+        "Train fresh LoRA adapters instead of the whole model.",
+        ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "save_merged_model"),
+    ),
+}
+BASELINES_GROUP = "Baseline methods"  # the options that only some --method takes, found from the config classes
+OTHER_GROUP = "Everything else from TrainingArguments"
+
+
+def _method_options() -> dict[str, list[str]]:
+    """Option name -> the methods whose config has it, for the options that not every method's config has."""
+    fields = {method: [f.name for f in dataclasses.fields(config)] for method, config in METHOD_CONFIGS.items()}
+    every = set.intersection(*map(set, fields.values()))
+    found: dict[str, list[str]] = {}
+    for method, names in fields.items():
+        for name in names:
+            if name not in every:
+                found.setdefault(name, []).append(method)
+    return found
+
+
+def _describe_presets() -> str:
+    lines = ["Presets (--preset NAME sets these values; the config file and the command line override them):"]
+    for name, values in PRESETS.items():
+        settings = " ".join(f"{key}={value}" for key, value in values.items())
+        lines.append(f"  {name}: {settings}")
+    return "\n".join(lines)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option with its default. In descriptions, paragraphs are wrapped; indented lines (examples, presets)
+    stay one per line, their continuation indented further."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if lines[-1].startswith("  "):
+                wrap = {"width": width, "initial_indent": indent, "subsequent_indent": indent + "      "}
+                paragraphs.append(
+                    "\n".join(line if line.endswith(":") else textwrap.fill(line, **wrap) for line in lines)
+                )
+            else:
+                paragraphs.append(
+                    textwrap.fill(" ".join(lines), width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n\n".join(paragraphs)
+
+
+DESCRIPTION = """Unlearn a forget set from a Hugging Face classifier with SCRUB (or a baseline method), then evaluate
+and save the result.
+
+  scrub.py                            the offline demo: forget the digit 3 from a small MNIST model
+  scrub.py run.yaml [--option value]  the arguments from a YAML/JSON file; flags override it
+  scrub.py --model_name_or_path M --dataset_name D --forget_classes 3 --preset class --output_dir out
+
+Precedence: command line > config file > preset > defaults. The options of unlearning come first, grouped; the
+last group holds the other options of transformers.TrainingArguments."""
+
+
+def build_parser(method: str) -> HfArgumentParser:
+    """The parser of `--method method`: `HfArgumentParser((ScriptArguments, <its config>))`, its options arranged
+    into HELP_GROUPS for `--help`. Only the display is arranged: which options exist and how they parse is
+    HfArgumentParser's."""
+    parser = HfArgumentParser(
+        (ScriptArguments, METHOD_CONFIGS[method]),
+        usage="%(prog)s [CONFIG.yaml | CONFIG.json] [--option value ...]",
+        description=DESCRIPTION,
+        epilog=_describe_presets(),
+        formatter_class=_HelpFormatter,
+    )
+    by_dest: dict[str, list[argparse.Action]] = {}
+    for action in parser._optionals._group_actions:
+        by_dest.setdefault(action.dest, []).append(action)
+    by_dest["method"][0].help = f"The unlearning method: {', '.join(METHOD_CONFIGS)} (all but scrub are baselines)."
+    by_dest["preset"][0].help = (
+        f"A named SCRUB preset: {', '.join(PRESETS)} (their values are listed at the end); explicit arguments "
+        "override it."
+    )
+    for action in parser._optionals._group_actions:
+        if action.option_strings[0].startswith("--no_"):  # HfArgumentParser gives it the help of the option itself
+            action.help = f"Set {action.dest} to False."
+    method_options = _method_options()
+    groups = {title: description_and_names for title, description_and_names in HELP_GROUPS.items()}
+    groups[BASELINES_GROUP] = (
+        "Options of some methods only; the others refuse them.",
+        tuple(name for name in method_options if not any(name in names for _, names in HELP_GROUPS.values())),
+    )
+    placed = {"help"}
+    for title, (description, names) in groups.items():
+        group = parser.add_argument_group(title, description)
+        for name in names:
+            if name in by_dest:
+                actions = by_dest[name]
+            elif name in method_options:  # shown, not parsed: the action is not in the parser's own list
+                config = METHOD_CONFIGS[method_options[name][0]]
+                actions = [copy.copy(a) for a in HfArgumentParser(config)._actions if a.dest == name]
+                for action in actions:
+                    action.help = f"{action.help} (only with --method {' or '.join(method_options[name])})"
+            else:
+                continue
+            group._group_actions.extend(actions)
+            placed.add(name)
+    rest = parser.add_argument_group(OTHER_GROUP)
+    rest._group_actions.extend(a for a in parser._optionals._group_actions if a.dest not in placed)
+    parser._optionals._group_actions[:] = [a for a in parser._optionals._group_actions if a.dest == "help"]
+    return parser
 
 
 def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
@@ -52,7 +195,7 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
         raise ValueError(f"--preset {preset} holds SCRUB settings; it applies to --method scrub, not {method}.")
     defaults = {**(preset_values(preset) if preset else {}), **file_values, "preset": preset, "method": method}
 
-    parser = HfArgumentParser((ScriptArguments, METHOD_CONFIGS[method]))
+    parser = build_parser(method)
     known_dests = {action.dest for action in parser._actions}
     unknown = sorted(set(defaults) - known_dests)
     if unknown:

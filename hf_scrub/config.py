@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
 # The reference settings of the paper's code (docs/design.md §2). `max_grad_norm=0` because the paper does not clip.
@@ -162,6 +163,8 @@ class UnlearningConfig(TrainingArguments):
                 f"num_train_epochs counts whole epochs and must be an integer >= 1, got {self.num_train_epochs}."
             )
         self.num_train_epochs = int(self.num_train_epochs)
+        if self.dataloader_pin_memory and not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # no device to pin for: torch's DataLoader would warn at every pass
         for name in (
             "per_device_forget_batch_size",
             "per_device_train_batch_size",

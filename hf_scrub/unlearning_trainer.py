@@ -24,13 +24,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import ProgressCallback, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from .config import UnlearningConfig
 from .data import UnlearningSplits, check_disjoint, check_label_range
 from .evaluation import predict_splits
 from .evidence import save_unlearning_report
+from .progress import PhaseProgressCallback
 from .rewind import choose_rewind_epoch, load_whole_state, whole_state
 from .schedule import (
     PHASE_KEY,
@@ -187,6 +188,8 @@ class UnlearningTrainer(Trainer):
         self.schedule: list[OptimizerStep] = []
         self.epoch_progress: list[float] = []
         self._metric_sums: dict[str, torch.Tensor] = {}
+        if self.pop_callback(ProgressCallback) is not None:  # one bar per forget / retain pass (hf_scrub.progress)
+            self.add_callback(PhaseProgressCallback(self))
         self.add_callback(_EpochCallback(self))
 
     # ---- what a method provides -----------------------------------------------------------------------------
