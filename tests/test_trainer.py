@@ -119,9 +119,10 @@ def test_first_max_step_distance_is_zero_and_losses_are_logged(tmp_path):
     )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    # Both max-steps of the forget pass (8 examples / batch 4) run at student == teacher: nothing moves.
+    # Both max-steps of the forget pass (8 examples / batch 4) run at student == teacher: nothing moves. (Tolerance:
+    # float32 resolves T^2 * KL near p = 1/2 to ~1e-6, should the two logits differ by rounding on some machine.)
     for entry in logs[:2]:
-        assert entry["loss"] == pytest.approx(0.0, abs=1e-6) and entry["forget_kl"] == pytest.approx(0.0, abs=1e-6)
+        assert entry["loss"] == pytest.approx(0.0, abs=1e-5) and entry["forget_kl"] == pytest.approx(0.0, abs=1e-5)
         assert "retain_ce" not in entry
     for weights in (after_first.weights, after_forget_pass.weights):
         for name, value in weights.items():
