@@ -13,6 +13,12 @@ micro-batches" (the schedule is a pure function of the sizes and the seed).
 Each example carries a weight ``num_processes / n`` where ``n`` is the number of examples in its optimizer step
 across all processes, so that summing ``weight * loss`` over a micro-batch and letting DDP average the gradients
 gives exactly the mean loss of the step, as one large batch would, whatever the split into micro-batches.
+
+The first forget pass starts at student == teacher, where the distance ``d`` is at its minimum (0): the gradient of
+a max-step ``-d`` is then exactly zero. That pass moves the student only through train/eval-mode differences (the
+student's dropout, BatchNorm's batch statistics against the teacher's running ones). For a dropout-free model, or
+fresh LoRA adapters (``B = 0``: the student computes the teacher's logits exactly), it is a no-op, up to rounding
+noise in the gradient, which plain SGD leaves negligible but Adam scales up to steps of about the learning rate.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import math
 
+import datasets
 import pytest
 import torch
 from conftest import assert_same_weights, pixel_dataset, tiny_bert, tiny_run_args, token_dataset, train_plain
@@ -15,6 +16,24 @@ F, R, M = Phase.FORGET, Phase.RETAIN, Phase.MIXED
 UNIFORM = torch.tensor([[0.0, 0.0]])
 SKEWED = torch.tensor([[math.log(3.0), 0.0]])  # softmax = (3/4, 1/4)
 KL_SKEWED_UNIFORM = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+
+
+def mean_cross_entropy(model, dataset):
+    """Mean cross-entropy of `model` (eval mode) over the whole of `dataset` (token inputs)."""
+    rows = dataset[:]
+    with torch.no_grad():
+        logits = model.eval()(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits
+    return torch.nn.functional.cross_entropy(logits, rows["labels"]).item()
+
+
+def mean_distance(teacher, student, dataset, temperature):
+    """Mean ``T^2 * KL(teacher || student)`` of the temperature-softened predictions over all of `dataset` (images),
+    both models in eval mode."""
+    pixels = dataset[:]["pixel_values"]
+    with torch.no_grad():
+        log_t = torch.log_softmax(teacher.eval()(pixel_values=pixels).logits / temperature, -1)
+        log_s = torch.log_softmax(student.eval()(pixel_values=pixels).logits / temperature, -1)
+    return (temperature**2 * (log_t.exp() * (log_t - log_s)).sum(-1)).mean().item()
 
 
 def test_neggrad_plus_loss_by_hand():
@@ -77,14 +96,17 @@ def test_finetune_equals_plain_trainer_on_retain(tmp_path):
 def test_neggrad_only_ascends_the_forget_loss(tmp_path):
     trainer = NegGradTrainer(
         model=tiny_bert(dropout=0.0),
-        args=UnlearningConfig(**tiny_run_args(tmp_path), num_train_epochs=3),
+        args=UnlearningConfig(**{**tiny_run_args(tmp_path), "learning_rate": 0.01}, num_train_epochs=3),
         forget_dataset=token_dataset(8, 1),
         retain_dataset=token_dataset(16, 2),
     )
+    before = mean_cross_entropy(trainer.model, trainer.forget_dataset)
     trainer.train()
     assert {step.phase for step in trainer.schedule} == {F} and len(trainer.schedule) == 3 * 2
-    forget_ce = [entry["forget_ce"] for entry in trainer.state.log_history if "forget_ce" in entry]
-    assert len(forget_ce) == 6 and forget_ce[-1] > forget_ce[0]
+    assert len([entry for entry in trainer.state.log_history if "forget_ce" in entry]) == 6
+    # Measured on the whole forget set, before and after (not on different batches): gradient ascent raised it
+    # (measured 0.69 -> 0.83; descending would lower it).
+    assert mean_cross_entropy(trainer.model, trainer.forget_dataset) > before + 0.05
     assert trainer.scrub_history[-1]["forget_error"] >= trainer.scrub_history[0]["forget_error"]
 
 
@@ -107,7 +129,12 @@ def test_neggrad_plus_steps_and_logs(tmp_path):
 def test_bad_teacher_moves_forget_predictions_towards_the_random_teacher(tmp_path):
     from conftest import tiny_resnet
 
-    forget = pixel_dataset(10, 1)
+    # Forget inputs from their own distribution (shifted pixels, as a forgotten class would be): the student can
+    # then tell them from the retain inputs, so distilling the wrong teacher on either set shows.
+    rows = pixel_dataset(10, 1)[:]
+    forget = datasets.Dataset.from_dict(
+        {"pixel_values": (rows["pixel_values"] + 3.0).numpy(), "labels": rows["labels"].numpy()}
+    ).with_format("torch")
     trainer = BadTeacherTrainer(
         model=tiny_resnet(),
         args=BadTeacherConfig(**{**tiny_run_args(tmp_path), "learning_rate": 0.01}, num_train_epochs=3),
@@ -117,10 +144,14 @@ def test_bad_teacher_moves_forget_predictions_towards_the_random_teacher(tmp_pat
     original = trainer.teacher.module
     random_teacher = trainer.incompetent_teacher.module
     assert not torch.equal(original.classifier[1].weight, random_teacher.classifier[1].weight)
+    temperature = trainer.args.kd_temperature
+    before = mean_distance(random_teacher, trainer.model, forget, temperature)
     trainer.train()
     assert {step.phase for step in trainer.schedule} == {M}
-    forget_kl = [entry["forget_kl"] for entry in trainer.state.log_history if "forget_kl" in entry]
-    assert forget_kl[-1] < forget_kl[0]
+    assert any("forget_kl" in entry for entry in trainer.state.log_history)
+    # On the whole forget set, before and after training (measured 0.17 -> 0.04; distilling the original instead
+    # on the forget examples raises it to 0.24).
+    assert mean_distance(random_teacher, trainer.model, forget, temperature) < 0.5 * before
     with pytest.raises(TypeError, match="needs a BadTeacherConfig"):
         BadTeacherTrainer(
             model=tiny_resnet(),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,32 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scrub.py"
+
+
+def printed_table(stdout):
+    """The before/after table the script prints (`metric  original  unlearned` ...): metric -> {column: number}."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["metric"])
+    columns = lines[start].split()[1:]
+    table = {}
+    for line in lines[start + 1 :]:
+        cells = line.split()
+        if len(cells) != len(columns) + 1:
+            break
+        values = [None if cell == "-" else float(cell) for cell in cells[1:]]
+        table[cells[0]] = dict(zip(columns, values, strict=True))
+    return table
+
+
+def card_row(card, metric):
+    """The numbers of `metric`'s row in the card's metrics table, by column header (percent for accuracies)."""
+    lines = [line for line in card.splitlines() if line.startswith("| ")]
+    header_line = next(line for line in lines if line.startswith("| Metric |"))
+    header = [cell.strip() for cell in re.split(r"(?<!\\)\|", header_line.strip("|"))]  # `\|` is an escaped pipe
+    row = next(line for line in lines if f"(`{metric}`)" in line)
+    cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip("|"))]
+    return {label: float(cell.removesuffix(" %")) for label, cell in zip(header, cells, strict=True)
+            if label in ("Original", "Unlearned", "Retrain")}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -24,8 +51,20 @@ def test_demo_forgets_digit_three_and_keeps_the_rest(tmp_path):
     assert original["forget_accuracy"] > 0.95
     assert unlearned["forget_accuracy"] <= 0.05  # issue 2 acceptance
     assert unlearned["test_retain_classes_accuracy"] >= original["test_retain_classes_accuracy"] - 0.02
-    assert "forget_accuracy" in result.stdout  # the before/after table is printed
+    # The printed before/after table and the card's table carry the measured numbers, each in its own column.
+    table = printed_table(result.stdout)
     card = (tmp_path / "scrub-demo-output" / "README.md").read_text()
+    for metric in ("forget_accuracy", "retain_accuracy", "test_accuracy", "test_retain_classes_accuracy", "mia"):
+        printed_digits = 2 if metric == "mia" else 4
+        assert table[metric] == {
+            "original": pytest.approx(original[metric], abs=0.51 * 10**-printed_digits),
+            "unlearned": pytest.approx(unlearned[metric], abs=0.51 * 10**-printed_digits),
+        }, metric
+        if metric != "mia":  # the card shows fractions as percentages with 2 decimals
+            assert card_row(card, metric) == {
+                "Original": pytest.approx(100 * original[metric], abs=0.0051),
+                "Unlearned": pytest.approx(100 * unlearned[metric], abs=0.0051),
+            }, metric
+    assert table["forget_accuracy"]["unlearned"] <= 0.05 < 0.95 < table["forget_accuracy"]["original"]
     assert "![" in card and "(unlearning_history.png)" in card  # the card shows the plot it ships with
     assert (tmp_path / "scrub-demo-output" / "unlearning_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"{unlearned['forget_accuracy'] * 100:.1f}" in card  # the table carries the measured numbers

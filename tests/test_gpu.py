@@ -36,7 +36,11 @@ def test_no_section_failed(report):
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_mixed_precision_trains_finite_with_float32_losses(report, precision):
     run = report["precision"][precision]
-    assert run["finite"] and run["kl_float32"] and run["first_forget_kl"] == 0.0
+    # The first max-step runs at student == teacher: d = 0 up to round-off (0.0 measured on an H100). On another
+    # GPU the train- and eval-mode forwards may take different kernels; float32 resolves T^2 * KL to ~1e-6, and
+    # half-precision logits (~2^-8 relative round-off, d ~ Var(dz) / 2) stay far below 1e-4: allow 1e-5 / 1e-4.
+    assert run["finite"] and run["kl_float32"]
+    assert run["first_forget_kl"] == pytest.approx(0.0, abs=1e-5 if precision == "fp32" else 1e-4)
     assert run["dtypes"]["losses"] == ["float32"] and run["dtypes"]["teacher_logits"] == ["float32"]
     if precision != "fp32":
         assert run["dtypes"]["student_inner"] == [{"bf16": "bfloat16", "fp16": "float16"}[precision]]

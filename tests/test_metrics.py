@@ -172,10 +172,17 @@ def test_mia_clips_infinite_losses():
 
 
 def test_mia_minimum_group_size_is_enough():
+    # At the minimum size the attack still gives the answers it must: 2 x 6 examples, 10 % test size -> 2 test
+    # examples, one per group. The test group is larger (n + 10), so it must be subsampled to n for chance to be 50.
     rng = np.random.default_rng(0)
     n = MIN_EXAMPLES_PER_GROUP
-    result = membership_inference_attack(rng.exponential(0.1, n), rng.exponential(1.0, n + 10), seed=0)
-    assert 0.0 <= result["mia"] <= 100.0
+    assert n == 6  # ceil(0.2 * n) >= 2 first holds at n = 6 (see its definition)
+    separable = membership_inference_attack(rng.uniform(0.0, 0.1, n), rng.uniform(5.0, 6.0, n + 10), seed=0)
+    assert separable == {"mia": 100.0, "mia_auc": 100.0}  # one threshold tells the groups apart
+    # Identical losses: nothing to learn. Balanced groups (after subsampling) give exactly 50; without it, the
+    # 16-vs-6 majority class would be predicted everywhere and score about 16/22.
+    identical = membership_inference_attack(np.ones(n), np.ones(n + 10), seed=0)
+    assert identical == {"mia": 50.0, "mia_auc": 50.0}
 
 
 @pytest.mark.parametrize(
@@ -384,6 +391,19 @@ def test_load_metric_and_its_documented_examples(offline_evaluate, name):
 
 
 def test_package_reexports_functional_api():
-    for name in metrics.__all__:
-        assert getattr(metrics, name) is not None
-    assert metrics.unlearning_accuracy is unlearning_accuracy
+    import hf_scrub.metrics.functional as functional
+
+    # Every functional name is re-exported as the very same object (not a copy or a wrapper) ...
+    assert set(functional.__all__) <= set(metrics.__all__)
+    for name in functional.__all__:
+        assert getattr(metrics, name) is getattr(functional, name), name
+    # ... and the package's own names are what they say: one `evaluate` module folder per metric name.
+    own = set(metrics.__all__) - set(functional.__all__)
+    assert own == {"METRIC_NAMES", "load_metric", "metric_path"}
+    folders = {path.parent.name for path in metric_path("unlearning_accuracy").parent.glob("*/*.py")}
+    assert set(metrics.METRIC_NAMES) == folders
+    assert folders == {"unlearning_accuracy", "membership_inference", "interclass_confusion"}
+    for name in metrics.METRIC_NAMES:
+        assert (metric_path(name) / f"{name}.py").is_file() and (metric_path(name) / "README.md").is_file()
+    assert metrics.SPLIT_NAMES == ("forget", "retain", "test", "forget_validation")
+    assert metrics.unlearning_accuracy([1, 0], [1, 1], ["forget", "forget"]) == {"forget_accuracy": 0.5}

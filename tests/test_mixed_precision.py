@@ -10,7 +10,8 @@ optimizer and losses stay float32):
   weights) and 5e-4 in max abs after 18 steps; asserted: 5% and 5e-3.
 - tiny ResNet: BatchNorm's backward subtracts batch means from the gradient, so the small gradients of the
   convolutions inside are mostly cancellation and bf16 changes them by 10-40% of their (tiny) update; all parameters
-  together end 26% of their update apart (asserted: < 50%; not training at all would be 100%). Tighter and asserted:
+  together end 26% of their update apart on one CPU, a ratio that depends on the CPU's bf16 kernels (asserted only:
+  < 100%, where not training at all would be). Tighter and asserted:
   the BatchNorm running statistics within 5% of their update (measured 0.3%), the classifier head within 10%
   (measured 2.4%), every logged loss within 0.05 (measured 0.009, on losses of ~1.3).
 """
@@ -162,8 +163,11 @@ def test_bf16_bert_trains_like_fp32(tmp_path, monkeypatch, cache_teacher_outputs
     if not cache_teacher_outputs:
         check_bf16_path(bf16, seen)
         assert seen32["student"] == {torch.float32}
-        # Student and teacher take the same bf16 path: before the first update their outputs are identical.
-        assert logged(bf16)[0]["forget_kl"] == 0.0
+        # Student and teacher take the same bf16 path on the same weights before the first update, so the first
+        # distance is 0 up to round-off (0.0 exactly on the CPU this was written on; a backend may pick other kernels
+        # in train and eval mode). Measured even between bf16 and float32 logits of this model: d <= 1e-6, which is
+        # float32's resolution of T^2 * KL near p = 1/2. Allowed: 1e-5. The dtypes of both paths are checked above.
+        assert logged(bf16)[0]["forget_kl"] == pytest.approx(0.0, abs=1e-5)
     else:  # cached logits were computed once by the teacher under bf16 and stored as float32
         assert seen["teacher"] == {torch.bfloat16}
         assert {teacher for _, _, teacher, _ in seen["losses"]} == {torch.float32}
@@ -203,7 +207,10 @@ def test_bf16_resnet_trains_like_fp32(tmp_path, monkeypatch):
     head = [k for k in params if k.startswith("classifier")]
     assert statistics and head
     assert all(b[k].dtype == torch.float32 for k in statistics)
-    assert distance(a, b, params) < 0.5 * distance(a, initial, params)  # 1.0 would be "did not train at all"
+    # All parameters together: measured 26% of the update apart on one CPU, but that ratio is mostly BatchNorm
+    # cancellation noise and depends on the CPU's bf16 kernels, so only what holds anywhere is asserted: the bf16 run
+    # ends nearer the fp32 run than the start is (1.0 = "did not train"). The well-conditioned parts, below, are tight.
+    assert distance(a, b, params) < distance(a, initial, params)
     assert distance(a, b, statistics) < 0.05 * distance(a, initial, statistics)
     assert distance(a, b, head) < 0.1 * distance(a, initial, head)
     for ours, reference in zip(logged(bf16), logged(fp32), strict=True):

@@ -1,7 +1,6 @@
 """SCRUB+R and the per-epoch history (issue 3, deliverable 4)."""
 
 import datasets
-import numpy as np
 import pytest
 import torch
 from conftest import pixel_dataset, scrub_config, tiny_resnet
@@ -106,11 +105,41 @@ def test_rewind_needs_a_forget_validation_set(tmp_path):
 
 
 def test_history_retain_subset_is_fixed_and_sized(tmp_path):
-    trainer = ScrubTrainer(
-        model=tiny_resnet(),
-        args=scrub_config(tmp_path, history_retain_examples=7),
-        forget_dataset=pixel_dataset(10, 1),
-        retain_dataset=pixel_dataset(30, 2),
-    )
-    first, second = trainer._history_datasets()["retain"], trainer._history_datasets()["retain"]
-    assert len(first) == 7 and np.array_equal(first["labels"], second["labels"])
+    retain = pixel_dataset(30, 2)
+    first_pixels = retain[:]["pixel_values"][:, 0, 0, 0].tolist()  # random floats: they identify each row
+    assert len(set(first_pixels)) == 30
+
+    def rows_of(subset):
+        return [first_pixels.index(value) for value in subset[:]["pixel_values"][:, 0, 0, 0].tolist()]
+
+    def trainer_for(seed, size=7):
+        return ScrubTrainer(
+            model=tiny_resnet(),
+            args=scrub_config(tmp_path / str(seed), history_retain_examples=size, seed=seed),
+            forget_dataset=pixel_dataset(10, 1),
+            retain_dataset=retain,
+        )
+
+    # The subset the per-epoch history measures the retain error on, at every epoch of a real run (0 = original).
+    trainer, measured = trainer_for(seed=0), []
+    history_datasets = trainer._history_datasets
+
+    def recording():
+        measured.append(history_datasets())
+        return measured[-1]
+
+    trainer._history_datasets = recording
+    trainer.train()
+    per_epoch = [rows_of(splits["retain"]) for splits in measured]
+    assert len(per_epoch) == 4  # epochs 0..3
+    chosen = per_epoch[0]
+    assert all(rows == chosen for rows in per_epoch)  # the same rows at every epoch
+    assert len(chosen) == len(set(chosen)) == 7  # 7 distinct retain rows ...
+    assert chosen != list(range(7)) and chosen == sorted(chosen)  # ... drawn at random, kept in dataset order
+    assert [len(splits["forget"]) for splits in measured] == [10] * 4  # the forget error uses the whole set
+    # The draw is fixed by the run's seed (a resumed or repeated run measures the same rows), and differs by seed.
+    assert rows_of(trainer_for(seed=0)._history_datasets()["retain"]) == chosen
+    assert rows_of(trainer_for(seed=1)._history_datasets()["retain"]) != chosen
+    # -1 and sizes >= the retain set mean the whole retain set, in order.
+    for size in (-1, 30, 100):
+        assert rows_of(trainer_for(seed=0, size=size)._history_datasets()["retain"]) == list(range(30))

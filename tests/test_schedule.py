@@ -4,6 +4,8 @@ from collections import Counter
 
 import pytest
 import torch
+from accelerate.data_loader import BatchSamplerShard
+from transformers import Trainer, TrainingArguments
 
 from hf_scrub.schedule import Phase, ScheduleBatchSampler, build_schedule, epoch_progress, shuffled_rows
 
@@ -44,10 +46,31 @@ def test_every_example_once_per_pass_and_reshuffled_each_epoch():
     assert first != second
 
 
-def test_pass_order_matches_trainer_seedable_sampler():
-    # accelerate's SeedableRandomSampler: torch.randperm from a generator seeded with seed + epoch index.
-    expected = torch.randperm(30, generator=torch.Generator().manual_seed(42 + 1)).tolist()
-    assert shuffled_rows(30, seed=42, epoch=2).tolist() == expected
+class RowRecorder(torch.nn.Module):
+    """A "model" that records the rows a plain `transformers.Trainer` feeds it, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.rows = []
+
+    def forward(self, row, labels=None):
+        self.rows += row.tolist()
+        return {"loss": self.weight.sum()}
+
+
+def test_pass_order_matches_trainer_seedable_sampler(tmp_path):
+    # The order a plain Trainer (seed 42, shuffled by accelerate's seeded sampler) visits 30 rows in, epoch by epoch.
+    model = RowRecorder()
+    args = TrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True, seed=42,
+        num_train_epochs=3, per_device_train_batch_size=7, remove_unused_columns=False,
+    )  # fmt: skip
+    Trainer(model=model, args=args, train_dataset=[{"row": row} for row in range(30)]).train()
+    assert len(model.rows) == 3 * 30
+    trainer_order = [model.rows[30 * e : 30 * (e + 1)] for e in range(3)]
+    assert [shuffled_rows(30, seed=42, epoch=epoch).tolist() for epoch in (1, 2, 3)] == trainer_order
+    assert trainer_order[0] != trainer_order[1] != trainer_order[2]  # reshuffled each epoch
 
 
 def test_gradient_accumulation_groups_micro_batches_into_phase_pure_steps():
@@ -120,10 +143,16 @@ def test_sampler_deals_batches_in_process_major_order_per_micro_step():
         num_processes=2,
     )
     sampler = ScheduleBatchSampler(schedule)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == sum(2 * 2 for _ in schedule)
-    first = schedule[0]
-    assert batches[:4] == [list(first.micro_batches[j][p]) for j in range(2) for p in range(2)]
+    assert len(list(sampler)) == len(sampler) == sum(2 * 2 for _ in schedule)
+    # What each process receives from accelerate's own sharding (as `accelerator.prepare` wraps a batch sampler):
+    # process p gets, step by step, exactly its micro-batches 0 and 1 of that step, in order.
+    for process in range(2):
+        shard = list(BatchSamplerShard(sampler, num_processes=2, process_index=process))
+        expected = [list(step.micro_batches[j][process]) for step in schedule for j in range(2)]
+        assert shard == expected
+    # Both processes are always in the same step's same phase (a max-step never meets a min-step).
+    shards = [list(BatchSamplerShard(sampler, num_processes=2, process_index=p)) for p in range(2)]
+    assert [{ex.phase for ex in batch} for batch in shards[0]] == [{ex.phase for ex in batch} for batch in shards[1]]
 
 
 def test_retain_fraction_limits_each_pass():
