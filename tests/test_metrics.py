@@ -94,7 +94,7 @@ def test_unlearning_accuracy_errors(kwargs, match):
 
 
 def _reference_attack(forget, test, seed, n_splits=5):
-    """The attack written out step by step with cross_val_score, as DESIGN §3 specifies it."""
+    """The attack written out step by step with cross_val_score, as docs/design.md §3 specifies it."""
     forget, test = np.asarray(forget, dtype=np.float64), np.asarray(test, dtype=np.float64)
     rng = np.random.default_rng(seed)
     n = min(len(forget), len(test))
