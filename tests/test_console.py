@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from cli_fixtures import ROOT, scrub
 from conftest import scrub_config, tiny_bert, token_dataset
 from transformers import PrinterCallback, ProgressCallback
@@ -68,6 +69,7 @@ def test_disable_tqdm_keeps_the_trainer_s_printer(tmp_path):
     assert PrinterCallback in kinds and PhaseProgressCallback not in kinds and ProgressCallback not in kinds
 
 
+@pytest.mark.slow
 def test_script_run_prints_bars_and_none_of_the_project_s_warnings(assets, tmp_path):
     """`accelerate launch` with the demo's flags (dev.py) of `scripts/scrub.py` on a tiny model, on CPU."""
     command = [sys.executable, "-m", "accelerate.commands.launch", *dev.DEMO_LAUNCH, "scripts/scrub.py"]

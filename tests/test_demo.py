@@ -68,3 +68,43 @@ def test_demo_forgets_digit_three_and_keeps_the_rest(tmp_path):
     assert table["forget_accuracy"]["unlearned"] <= 0.05 < 0.95 < table["forget_accuracy"]["original"]
     assert "![" in card and "(unlearning_history.png)" in card  # the card shows the plot it ships with
     assert (tmp_path / "scrub-demo-output" / "unlearning_history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_readme_matches(table, results)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def close_enough(metric: str, claimed: float, measured: float) -> bool:
+    """A README number is 'of the right size' when a rerun on another machine could print it (issue 13)."""
+    if "loss" in metric:  # losses span orders of magnitude (0.008 -> 40): same order, or both tiny
+        return abs(claimed - measured) <= 0.05 or 1 / 3 <= claimed / measured <= 3
+    if metric.startswith("mia"):  # attack accuracy in %, over a few hundred examples
+        return abs(claimed - measured) <= 10
+    return abs(claimed - measured) <= 0.05  # accuracies
+
+
+def check_readme_matches(table: dict, results: dict) -> None:
+    """The README's printed demo table has the demo's rows and numbers of the right size; its results example
+    names only keys a real results file has, with values of the right size."""
+    text = README.read_text()
+    block = text[text.index("It prints:") :]
+    readme_table = printed_table(block[block.index("```") + 3 : block.index("```", block.index("```") + 3)])
+    assert list(readme_table) == list(table), "README demo table rows differ from what the demo prints"
+    for metric, columns in readme_table.items():
+        for column, claimed in columns.items():
+            assert close_enough(metric, claimed, table[metric][column]), (metric, column, claimed, table[metric])
+    section = text[text.index("## Results file") :]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+
+    def compare(claimed, measured, path):
+        if isinstance(claimed, dict):
+            for key, value in claimed.items():
+                if key != "..." and value != "...":
+                    assert key in measured, f"README results example has {path}.{key}, a real file has not"
+                    compare(value, measured[key], f"{path}.{key}")
+        elif isinstance(claimed, float) and path.split(".")[-1] != "unlearning_seconds":  # seconds: machine-made
+            assert close_enough(path.split(".")[-1], claimed, measured), (path, claimed, measured)
+        elif not isinstance(claimed, float):
+            assert claimed == measured, (path, claimed, measured)
+
+    compare(example, results, "results")

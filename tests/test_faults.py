@@ -33,6 +33,9 @@ from hf_scrub import cli, evidence
 # ---- the six serious cases ------------------------------------------------------------------------------------
 
 
+pytestmark = pytest.mark.slow  # every case runs the CLI on a real model
+
+
 @pytest.mark.parametrize("how", ["indices_file", "forget_column"])
 def test_1_forget_rows_in_a_dataset_without_test_split_are_all_forgotten(assets, tmp_path, how):
     requested = [2, 5, 11, 17, 23, 29, 31, 41, 47, 58]

@@ -1,6 +1,5 @@
 """End to end through `scripts/scrub.py`: real models saved to disk, real datasets, real launches (issue 2, 9e)."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from cli_fixtures import folder_digest
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -25,16 +25,6 @@ from hf_scrub.tasks import image_transform, prepare_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "scrub.py"
-
-
-def folder_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-            digest.update(str(path.stat().st_mtime_ns).encode())
-    return digest.hexdigest()
 
 
 def train_original(model, train, output_dir, collator=None, epochs=4, lr=3e-3):

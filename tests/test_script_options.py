@@ -17,6 +17,8 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_scrub import cli
 
+pytestmark = pytest.mark.slow  # real CLI runs
+
 
 def without_forget_epochs(argv: list[str]) -> list[str]:
     """The baselines have no max-step passes, so no `--forget_epochs` (a SCRUB option)."""
