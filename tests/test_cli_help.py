@@ -75,6 +75,7 @@ def scrub_help() -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # runs the script's --help in a subprocess
 def test_groups_in_order_with_their_options(scrub_help):
     found = sections(scrub_help)
     titles = [title for title in found if title in TITLES]
@@ -89,6 +90,7 @@ def test_groups_in_order_with_their_options(scrub_help):
     assert re.search(r"--beta BETA.*default: 0\.999", scrub_help, re.S)
 
 
+@pytest.mark.slow  # runs the script's --help in a subprocess
 def test_everything_of_unlearning_is_in_a_named_group(scrub_help):
     """A new field of ScriptArguments or of a method's config must be placed in a group, not left among
     TrainingArguments' options."""
@@ -98,6 +100,7 @@ def test_everything_of_unlearning_is_in_a_named_group(scrub_help):
     assert rest.isdisjoint(name for _, names in HELP_GROUPS.values() for name in names)
 
 
+@pytest.mark.slow  # runs the script's --help in a subprocess
 def test_every_preset_and_method_is_listed(scrub_help):
     presets = re.search(r"--preset PRESET\s+(.*?)\(default", scrub_help, re.S).group(1)
     for name in PRESETS:
@@ -108,6 +111,7 @@ def test_every_preset_and_method_is_listed(scrub_help):
         assert name in methods
 
 
+@pytest.mark.slow  # runs the script's --help in a subprocess
 def test_help_of_a_baseline_method():
     result = script_help("--method", "neggrad_plus")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -223,6 +223,7 @@ def test_image_transform_keeps_one_channel(mnist):
     assert rows[0]["pixel_values"].shape == (1, 28, 28)
 
 
+@pytest.mark.slow  # trains the demo's model (once per cache)
 def test_prepare_demo_model_reloads_and_is_accurate(demo_assets):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 

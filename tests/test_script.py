@@ -23,6 +23,8 @@ from transformers import (
 from hf_scrub.offline import load_digits, load_rotten_tomatoes, minilm_model_path
 from hf_scrub.tasks import image_transform, prepare_dataset
 
+pytestmark = pytest.mark.slow  # subprocess runs of the script on real models
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "scrub.py"
 
