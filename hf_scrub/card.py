@@ -727,6 +727,14 @@ def _warning_items(results: Mapping[str, Any]) -> list[str]:
     return items
 
 
+def _verdict_section(results: Mapping[str, Any]) -> str:
+    """The run's verdict (`hf_scrub.verdict`) in one line, first, so that nobody reads the numbers without it."""
+    verdict = results.get("verdict")
+    if not isinstance(verdict, Mapping) or not verdict.get("summary"):
+        return ""
+    return f"**Verdict:** {' '.join(str(verdict['summary']).split())}"
+
+
 def _warnings_section(results: Mapping[str, Any]) -> str:
     """One blockquote per warning, shown above the numbers so that nobody reads them without it."""
     return "\n\n".join(f"> ⚠️ **Warning:** {text}" for text in _warning_items(results))
@@ -805,6 +813,7 @@ def build_model_card(
 
     sections = [
         f"# {model_name}",
+        _verdict_section(results),
         _warnings_section(results),
         _summary(results, method),
         "## Evaluation",

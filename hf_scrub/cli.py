@@ -23,7 +23,7 @@ from transformers import HfArgumentParser
 from .baselines import METHODS
 from .config import PRESETS, ScrubConfig, preset_values
 from .hub import HubPushError
-from .pipeline import ScriptArguments, run_unlearning
+from .pipeline import ScriptArguments, TargetNotMetError, run_unlearning
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 METHOD_CONFIGS = {"scrub": ScrubConfig, **{name: config for name, (_, config) in METHODS.items()}}
@@ -208,7 +208,7 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
 # A user's mistake (bad argument, data, folder, request): one line, exit 2. A run that could not finish (diverged,
 # Hub push failed): one line, exit 1. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
-RUN_FAILURES = (FloatingPointError, HubPushError)
+RUN_FAILURES = (FloatingPointError, HubPushError, TargetNotMetError)
 
 
 def _pop_debug_flag(argv: list[str]) -> tuple[list[str], bool]:

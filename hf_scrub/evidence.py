@@ -2,9 +2,10 @@
 
 `save_unlearning_report(trainer, output_dir, splits, eval_splits, original)` (also `trainer.save_unlearning_report`)
 evaluates the trained model, assembles `unlearning_results.json` (the original's and the unlearned model's reports,
-what was forgotten, the per-epoch history, the hyperparameters, warnings) and writes the output folder: model,
-processor, evaluation card, plot and results, completely or not at all (docs/design.md §15). `scripts/scrub.py`
-calls the same function, adding what only it knows (Retrain column, relearn time, resume, wall time).
+what was forgotten, the verdict of `hf_scrub.verdict`, the per-epoch history, the hyperparameters, warnings) and
+writes the output folder: model, processor, evaluation card, plot and results, completely or not at all
+(docs/design.md §15). `scripts/scrub.py` calls the same function, adding what only it knows (Retrain column, relearn
+time, resume, wall time).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .data import UnlearningSplits
 from .evaluation import evaluate_model
 from .output import RESULTS_FILE, STAGING_DIR, replace_folder_contents
 from .tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION
+from .verdict import unlearning_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -201,11 +203,18 @@ def save_unlearning_report(
         **{name: dict(report) for name, report in (reports or {}).items()},
     }
     source = model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "unknown"
+    forget = splits.describe()
+    stopped_because = f"fixed schedule: all {int(args.num_train_epochs)} epochs run"
+    if trainer.rewind_epoch is not None:
+        stopped_because += f", SCRUB+R returned epoch {trainer.rewind_epoch}"
+    verdict = unlearning_verdict(forget, all_reports["original"], all_reports["unlearned"], stopped_because)
+    verdict_warnings = [] if verdict["forget_target_met"] is not False else [f"Not forgotten: {verdict['summary']}"]
     results: dict[str, Any] = {
         "method": method or getattr(trainer, "method_name", type(trainer).__name__),
         "task": task or _task_of(model),
         "model": model_reference(source),
-        "forget": splits.describe(),
+        "forget": forget,
+        "verdict": verdict,
         **all_reports,
         "unlearning_seconds": _unlearning_seconds(trainer),
         "rewind_epoch": trainer.rewind_epoch,
@@ -215,7 +224,9 @@ def save_unlearning_report(
         ],
         "hyperparameters": {key: getattr(args, key) for key in REPORTED_HYPERPARAMETERS if hasattr(args, key)}
         | dict(hyperparameters or {}),
-        "warnings": list(dict.fromkeys([*warnings, *splits.warnings, *outcome_warnings(trainer, all_reports)])),
+        "warnings": list(
+            dict.fromkeys([*verdict_warnings, *warnings, *splits.warnings, *outcome_warnings(trainer, all_reports)])
+        ),
         "hf_scrub_version": __version__,
         **(extra or {}),
     }

@@ -122,6 +122,13 @@ class ScriptArguments:
             "help": "A named SCRUB preset (selective, class, small, transformer); explicit arguments override it."
         },
     )
+    require_target: bool = field(
+        default=False,
+        metadata={
+            "help": "Exit with status 1 (and push nothing) unless the verdict says the forget target was met. The "
+            "result is still written, with its verdict, for inspection."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -297,6 +304,10 @@ def _linear_module_names(model: Any) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
 
 
+class TargetNotMetError(RuntimeError):
+    """`--require_target true` and the verdict says the forget target was not met (or could not be judged)."""
+
+
 def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> dict[str, Any]:
     """Unlearn, evaluate before/after (and a retrained model), save to `config.output_dir`, optionally push.
 
@@ -450,7 +461,13 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         for warning in results["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"unlearning time: {unlearning_seconds:.1f} s; results in {Path(config.output_dir) / RESULTS_FILE}")
-        if repo_id is not None:
-            url = push_folder_to_hub(config.output_dir, repo_id, private=config.hub_private_repo, token=hub_token)
-            print(f"pushed to {url}")
+        print(f"verdict: {results['verdict']['summary']}")
+    if script_args.require_target and results["verdict"]["forget_target_met"] is not True:
+        raise TargetNotMetError(
+            f"--require_target true: the forget target was not met ({results['verdict']['summary']}). The result is "
+            f"in {Path(config.output_dir).resolve()} for inspection; nothing was pushed."
+        )
+    if trainer.is_world_process_zero() and repo_id is not None:
+        url = push_folder_to_hub(config.output_dir, repo_id, private=config.hub_private_repo, token=hub_token)
+        print(f"pushed to {url}")
     return results

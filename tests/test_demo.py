@@ -51,6 +51,9 @@ def test_demo_forgets_digit_three_and_keeps_the_rest(tmp_path):
     assert original["forget_accuracy"] > 0.95
     assert unlearned["forget_accuracy"] <= 0.05  # issue 2 acceptance
     assert unlearned["test_retain_classes_accuracy"] >= original["test_retain_classes_accuracy"] - 0.02
+    # ... and the verdict says so, measured against what a model that never saw a three would do.
+    assert results["verdict"]["forget_target_met"] is True and results["verdict"]["retain_kept"] is True
+    assert f"verdict: {results['verdict']['summary']}" in result.stdout.splitlines()
     # The printed before/after table and the card's table carry the measured numbers, each in its own column.
     table = printed_table(result.stdout)
     card = (tmp_path / "scrub-demo-output" / "README.md").read_text()

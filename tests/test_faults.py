@@ -361,3 +361,18 @@ def test_cli_configuration_errors(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run.yaml").write_text("colour: blue\n")
     refused(capsys, argv, message)
+
+
+def test_require_target_fails_a_run_that_did_not_forget_and_keeps_its_result(assets, tmp_path, capsys):
+    """Issue 10's verdict: with learning rate 0 nothing is forgotten; the result says so and the run exits 1."""
+    argv = scrub(assets, tmp_path, "--forget_classes", "1", "--learning_rate", "0", "--require_target", "true")
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "verdict: forget target NOT met" in captured.out
+    assert "error: --require_target true: the forget target was not met" in captured.err
+    results = assert_complete(tmp_path / "out")  # written, for inspection
+    assert results["verdict"]["forget_target_met"] is False and results["unlearned"]["forget_accuracy"] == 1.0
+    assert results["warnings"][0].startswith("Not forgotten: forget target NOT met")
+    card = (tmp_path / "out" / "README.md").read_text()
+    body = card[card.index("\n# ") :]
+    assert body.splitlines()[3].startswith("**Verdict:** forget target NOT met")  # first thing under the title

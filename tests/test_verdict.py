@@ -1,0 +1,78 @@
+"""The verdict's rules on constructed reports (issue 10, deliverable 3): it says plainly when a run did not forget."""
+
+import math
+
+import pytest
+
+from hf_scrub.verdict import CLASS_TOLERANCE, MIN_BAND, error_band, unlearning_verdict
+
+ORIGINAL = {"forget_accuracy": 0.99, "retain_accuracy": 0.99, "test_retain_classes_accuracy": 0.969}
+
+
+def class_run(forget_accuracy, held_out_accuracy=None, retain=0.99, remaining=0.963):
+    unlearned = {
+        "forget_accuracy": forget_accuracy,
+        "retain_accuracy": retain,
+        "test_retain_classes_accuracy": remaining,
+    }
+    if held_out_accuracy is not None:
+        unlearned["test_forget_classes_accuracy"] = held_out_accuracy
+    return unlearning_verdict({"type": "class", "num_examples": 500}, ORIGINAL, unlearned, "fixed schedule")
+
+
+def test_class_unlearning_that_did_not_forget_is_called_so():
+    """The case of docs/design.md §9: the forgotten class kept 81 % accuracy and nothing said so."""
+    verdict = class_run(0.81, 0.81)
+    assert verdict["forget_target_met"] is False and verdict["retain_kept"] is True
+    assert verdict["summary"].startswith("forget target NOT met; retain kept")
+    assert "forget_accuracy 0.8100" in verdict["reference"]
+
+
+@pytest.mark.parametrize(
+    ("forget", "held_out", "met"),
+    [
+        (0.0, 0.0, True),
+        (CLASS_TOLERANCE, CLASS_TOLERANCE, True),
+        (0.0, 0.05, False),
+        (0.03, 0.0, False),
+        (0.0, None, True),
+    ],
+)
+def test_class_target_is_the_accuracy_of_a_model_that_never_saw_the_classes(forget, held_out, met):
+    assert class_run(forget, held_out)["forget_target_met"] is met
+
+
+def test_retain_is_kept_within_two_points_of_the_original():
+    assert class_run(0.0, 0.0, retain=0.971)["retain_kept"] is True  # 0.99 - 0.971 = 0.019
+    assert class_run(0.0, 0.0, retain=0.969)["retain_kept"] is False  # 0.021 below
+    assert class_run(0.0, 0.0, remaining=0.947)["retain_kept"] is False  # §9: the demo's lr cost 2.2 points
+    assert "retain NOT kept" in class_run(0.0, 0.0, remaining=0.947)["summary"]
+
+
+def test_error_band_is_the_normal_interval_of_a_difference_of_error_rates():
+    assert error_band(0.2, 100, 100) == pytest.approx(1.96 * math.sqrt(0.2 * 0.8 * (1 / 100 + 1 / 100)))  # 0.1109
+    assert error_band(0.0, 100, 100) == MIN_BAND  # no spread at error 0: the floor
+    assert error_band(0.5, 10_000, 10_000) == MIN_BAND  # large sets: the floor
+
+
+def selective(forget_error, reference_error, held_out_from_train=False):
+    forget = {"type": "selective", "num_examples": 100, "num_forget_validation_examples": 100,
+              "test_held_out_from_train": held_out_from_train}  # fmt: skip
+    unlearned = {"forget_accuracy": 1 - forget_error, "forget_validation_accuracy": 1 - reference_error,
+                 "retain_accuracy": 0.99}  # fmt: skip
+    return unlearning_verdict(forget, {"retain_accuracy": 0.99}, unlearned, "fixed schedule")
+
+
+@pytest.mark.parametrize(
+    ("forget_error", "met"),
+    [(0.2, True), (0.3, True), (0.1, True), (0.32, False), (0.0, False), (0.5, False)],  # band 0.1109 around 0.2
+)
+def test_selective_target_is_two_sided_around_unseen_data(forget_error, met):
+    """Not forgetting (error 0) and overshooting (error 0.5) both miss: either makes the forget set stand out."""
+    assert selective(forget_error, 0.2)["forget_target_met"] is met
+
+
+def test_no_unseen_reference_means_no_judgement():
+    verdict = selective(0.2, 0.2, held_out_from_train=True)
+    assert verdict["forget_target_met"] is None and verdict["summary"].startswith("forget target not judged")
+    assert "no unseen examples" in verdict["reference"]
