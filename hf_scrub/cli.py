@@ -66,7 +66,7 @@ HELP_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Evaluation and Hub": (
         "What is measured besides the before/after accuracies, where the results go.",
         ("retrain_model_name_or_path", "relearn_time", "relearn_max_epochs", "output_dir", "overwrite_output_dir")
-        + ("push_to_hub", "hub_model_id", "hub_private_repo", "hub_token"),
+        + ("require_target", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_token"),
     ),
     "LoRA": (
         "Train fresh LoRA adapters instead of the whole model.",
