@@ -67,6 +67,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "per_device_train_batch_size": 32,
         "retain_fraction": 0.5,
     },
+    # The goal-driven schedule (docs/design.md §18): the step sizes adapt to the model during the run, so one setting
+    # serves CNNs trained from scratch and fine-tuned transformers; num_train_epochs is only the budget.
+    "auto": {
+        "schedule": "auto",
+        "optim": "adamw_torch",
+        "learning_rate": 5e-5,
+        "weight_decay": 0.0,
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 1.0,
+        "gamma": 1.0,
+        "alpha": 0.5,
+        "kd_temperature": 4.0,
+        "forget_epochs": 3,
+        "num_train_epochs": 10,
+        "per_device_forget_batch_size": 16,
+        "per_device_train_batch_size": 32,
+        "retain_steps_per_forget_step": 1.0,
+        "history_retain_examples": 500,
+    },
     "small": {
         "optim": "adamw_torch",
         "learning_rate": 5e-4,
@@ -238,12 +257,31 @@ class ScrubConfig(UnlearningConfig):
             "(the paper's `msteps`); must be <= num_train_epochs."
         },
     )
-    cache_teacher_outputs: bool = field(
-        default=False,
+    cache_teacher_outputs: bool | None = field(
+        default=None,
         metadata={
-            "help": "Compute the teacher's logits for every forget and retain example once, before training, and "
-            "reuse them instead of a teacher forward per step. Needs deterministic inputs (no random augmentation); "
-            "refused otherwise. Memory: one row of logits per example."
+            "help": "true: compute the teacher's logits for every forget and retain example once, before training, "
+            "and reuse them instead of a teacher forward per step (needs deterministic inputs; refused otherwise). "
+            "Unset (auto): keep the teacher's logits of each example the first time a step computes them and reuse "
+            "them when the schedule visits it again, when the inputs are deterministic, the outputs are one row of "
+            "class logits per example and the teacher is not sharded. false: a teacher forward in every step."
+        },
+    )
+    schedule: str = field(
+        default="fixed",
+        metadata={
+            "help": "fixed: the paper's schedule (forget_epochs forget passes, num_train_epochs epochs, the given "
+            "learning rate). auto: goal-driven (docs/design.md §18): forget passes with a self-adjusting step size "
+            "until the forget set looks unseen, retain repair until retain accuracy is back, stopping as soon as "
+            "both hold; num_train_epochs is the budget."
+        },
+    )
+    retain_steps_per_forget_step: float | None = field(
+        default=None,
+        metadata={
+            "help": "Bound the retain pass of each epoch to this many retain steps per forget step of a forget "
+            "pass, so that the cost follows the forget set's size, not the training set's (unset: the whole "
+            "retain_fraction of the retain set)."
         },
     )
 
@@ -256,6 +294,16 @@ class ScrubConfig(UnlearningConfig):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
         if self.forget_epochs < 0:
             raise ValueError(f"forget_epochs must be >= 0, got {self.forget_epochs}.")
+        if self.schedule not in ("fixed", "auto"):
+            raise ValueError(f"schedule must be 'fixed' (the paper's) or 'auto' (goal-driven), got {self.schedule!r}.")
+        if self.schedule == "auto" and self.lr_decay_epochs:
+            raise ValueError(
+                "schedule='auto' sets the step size itself; lr_decay_epochs belongs to the fixed schedule. Drop "
+                "lr_decay_epochs or use schedule='fixed'."
+            )
+        ratio = self.retain_steps_per_forget_step
+        if ratio is not None and (not math.isfinite(ratio) or ratio <= 0):
+            raise ValueError(f"retain_steps_per_forget_step must be a number > 0 (or unset), got {ratio}.")
         if self.forget_epochs > self.num_train_epochs:
             raise ValueError(
                 f"forget_epochs ({self.forget_epochs}) > num_train_epochs ({self.num_train_epochs}): every epoch with "
@@ -264,8 +312,8 @@ class ScrubConfig(UnlearningConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ScrubConfig:
-        """Build a config from a named preset (`selective`, `class`, `small`, `transformer`); keyword arguments
-        override it."""
+        """Build a config from a named preset (`auto`, `selective`, `class`, `small`, `transformer`); keyword
+        arguments override it."""
         return cls(**{**preset_values(name), **overrides})
 
 

@@ -38,7 +38,7 @@ def require_columns(dataset: Dataset, columns: dict[str, str | None], where: str
             )
 
 
-def _label_column(dataset: Dataset) -> str | None:
+def label_column_of(dataset: Dataset) -> str | None:
     return next((name for name in LABEL_COLUMN_CANDIDATES if name in dataset.column_names), None)
 
 
@@ -51,7 +51,7 @@ def check_label_range(dataset: Any, num_labels: int, name: str) -> None:
     """Raise when a `datasets.Dataset` holds labels the model's head cannot output (label/num_labels mismatch)."""
     if not isinstance(dataset, Dataset):
         return
-    column = _label_column(dataset)
+    column = label_column_of(dataset)
     if column is None or len(dataset) == 0:
         return
     labels = label_values(dataset, column)

@@ -204,7 +204,7 @@ def save_unlearning_report(
     }
     source = model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "unknown"
     forget = splits.describe()
-    stopped_because = f"fixed schedule: all {int(args.num_train_epochs)} epochs run"
+    stopped_because = trainer.stopped_because
     if trainer.rewind_epoch is not None:
         stopped_because += f", SCRUB+R returned epoch {trainer.rewind_epoch}"
     verdict = unlearning_verdict(forget, all_reports["original"], all_reports["unlearned"], stopped_because)

@@ -126,12 +126,15 @@ def build_schedule(
     gradient_accumulation_steps: int = 1,
     num_processes: int = 1,
     retain_fraction: float = 1.0,
+    max_retain_examples: int | None = None,
     retain_passes: bool = True,
     seed: int = 0,
 ) -> list[OptimizerStep]:
     """The whole SCRUB run as optimizer steps, in order; each pass is shuffled by `shuffled_rows`.
 
-    With ``retain_passes=False`` only the forget passes are made (gradient ascent baselines).
+    Each retain pass visits ``retain_fraction`` of the retain set, at most ``max_retain_examples`` of it (a fresh
+    random subset per epoch). With ``retain_passes=False`` only the forget passes are made (gradient ascent
+    baselines).
 
     The result does not depend on ``num_processes`` or ``gradient_accumulation_steps`` beyond how each step is cut
     into micro-batches: the same examples form the same optimizer steps, which is what makes a multi-process or
@@ -142,6 +145,8 @@ def build_schedule(
     if num_retain < 1 and retain_passes:
         raise ValueError("The retain set is empty: SCRUB's min-steps need retained data.")
     retain_per_epoch = max(1, math.ceil(retain_fraction * num_retain))
+    if max_retain_examples is not None:
+        retain_per_epoch = max(1, min(retain_per_epoch, max_retain_examples))
     steps: list[OptimizerStep] = []
     for epoch in range(1, num_epochs + 1):
         if epoch <= forget_epochs:
@@ -291,6 +296,7 @@ PHASE_KEY = "scrub_phase"
 WEIGHT_KEY = "scrub_weight"
 TEACHER_KEY = "scrub_teacher_logits"
 SOURCE_KEY = "scrub_source"
+ROW_KEY = "scrub_row"
 
 
 class ScheduledDataset(Dataset):
@@ -321,7 +327,7 @@ class ScheduledDataset(Dataset):
             source = self.sources[phase]
             fetched = source.__getitems__(rows) if hasattr(source, "__getitems__") else [source[r] for r in rows]
             for position, row, example in zip(positions, rows, fetched, strict=True):
-                example = {**example, PHASE_KEY: int(phase), WEIGHT_KEY: keys[position].weight}
+                example = {**example, PHASE_KEY: int(phase), WEIGHT_KEY: keys[position].weight, ROW_KEY: row}
                 if self.teacher_logits is not None:
                     example[TEACHER_KEY] = self.teacher_logits[phase][row]
                 examples[position] = example
@@ -332,7 +338,8 @@ class ScheduleCollator:
     """Wraps the user's collator: collates the examples, then adds the schedule's tags.
 
     ``PHASE_KEY``: the micro-batch's set as an int (``Phase.MIXED`` when it holds both); ``SOURCE_KEY``: each
-    example's set; ``WEIGHT_KEY``: each example's loss weight; ``TEACHER_KEY``: cached teacher logits, if any.
+    example's set; ``ROW_KEY``: each example's row in its set; ``WEIGHT_KEY``: each example's loss weight;
+    ``TEACHER_KEY``: cached teacher logits, if any.
     """
 
     def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
@@ -341,11 +348,13 @@ class ScheduleCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         sources = torch.tensor([feature[PHASE_KEY] for feature in features], dtype=torch.long)
         weights = torch.tensor([feature[WEIGHT_KEY] for feature in features], dtype=torch.float32)
-        own_keys = (PHASE_KEY, WEIGHT_KEY, TEACHER_KEY)
+        rows = torch.tensor([feature[ROW_KEY] for feature in features], dtype=torch.long)
+        own_keys = (PHASE_KEY, WEIGHT_KEY, TEACHER_KEY, ROW_KEY)
         batch = dict(self.collator([{k: v for k, v in f.items() if k not in own_keys} for f in features]))
         batch[PHASE_KEY] = int(sources[0]) if bool((sources == sources[0]).all()) else int(Phase.MIXED)
         batch[SOURCE_KEY] = sources
         batch[WEIGHT_KEY] = weights
+        batch[ROW_KEY] = rows
         if TEACHER_KEY in features[0]:
             batch[TEACHER_KEY] = torch.stack([feature[TEACHER_KEY] for feature in features])
         return batch

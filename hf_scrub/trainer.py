@@ -3,7 +3,8 @@
 Where things are:
 - the losses: `hf_scrub.losses` (pure functions), applied per phase in `ScrubTrainer.unlearning_loss`;
 - the epoch schedule: `hf_scrub.schedule.build_schedule` (forget pass of max-steps, then retain pass of min-steps,
-  while epoch <= forget_epochs; min-only afterwards);
+  while epoch <= forget_epochs; min-only afterwards); with `schedule="auto"` the goal-driven rules of
+  `hf_scrub.goal` (step sizes, which forget passes apply, when to stop);
 - the teacher: `hf_scrub.teacher.build_teacher`, copied in `setup_original`, placed by accelerate in
   `place_teachers`;
 - the Trainer plumbing shared with the baselines (schedule feeding, weighting, history, rewind):
@@ -12,18 +13,32 @@ Where things are:
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import ScrubConfig
+from .data import label_column_of, label_values
+from .goal import GoalController, target_for
 from .losses import forget_loss, retain_loss
 from .schedule import OptimizerStep, Phase, build_schedule
 from .teacher import build_teacher
 from .unlearning_trainer import Tags, UnlearningTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def _labels(dataset: Any) -> np.ndarray:
+    """The integer labels of a forget / retain set, read without running its transform where possible."""
+    if isinstance(dataset, datasets.Dataset) and label_column_of(dataset) is not None:
+        return label_values(dataset, label_column_of(dataset))
+    return np.array([int(dataset[i]["labels"]) for i in range(len(dataset))])
 
 
 def check_deterministic(dataset: Any, name: str) -> None:
@@ -51,7 +66,11 @@ class ScrubTrainer(UnlearningTrainer):
         teacher_model: the frozen original model. `None` means a frozen copy of `model` as it is now, or, for a peft
             model with untrained adapters, the same model with its adapters disabled (no second copy).
         forget_validation_dataset: held-out examples from the forget set's distribution (e.g. test examples of the
-            forgotten classes): its error is recorded every epoch, and SCRUB+R (`args.rewind`) needs it.
+            forgotten classes): its error is recorded every epoch, and SCRUB+R (`args.rewind`) needs it; with
+            `args.schedule="auto"` it is the reference the forget target comes from.
+        forget_validation_is_unseen: False when the forget-validation examples were part of the original model's
+            training data (e.g. held out of the training split afterwards): they then cannot tell what unseen data
+            looks like, and the goal-driven schedule does not take a selective target from them.
         peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`): wrap `model` with fresh adapters and train only them;
             the teacher is then the same model with adapters disabled.
         eval_dataset, data_collator, processing_class, **kwargs: as for `transformers.Trainer`.
@@ -68,10 +87,30 @@ class ScrubTrainer(UnlearningTrainer):
         forget_dataset: Any,
         retain_dataset: Any,
         teacher_model: nn.Module | None = None,
+        forget_validation_is_unseen: bool = True,
         **kwargs: Any,
     ) -> None:
         self._given_teacher = teacher_model
+        self._memoise_teacher = False
+        self._teacher_memo: dict[Phase, tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__(model, args, forget_dataset, retain_dataset, **kwargs)
+        self.goal: GoalController | None = None
+        if args.schedule == "auto":
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError(
+                    "schedule='auto' is not available under DeepSpeed or FSDP yet (its per-step decisions are not "
+                    "verified there). Use schedule='fixed' (e.g. --preset transformer) for sharded runs."
+                )
+            validation = self.forget_validation_dataset
+            target = target_for(
+                _labels(forget_dataset),
+                _labels(retain_dataset),
+                0 if validation is None else len(validation),
+                forget_validation_is_unseen,
+            )
+            self.goal = GoalController(target, int(args.num_train_epochs), args.forget_epochs)
+            self._forget_counts = torch.zeros(2, device=self.accelerator.device)
+            logger.info("Goal-driven schedule: %s target, budget %d epochs", target.kind, int(args.num_train_epochs))
 
     def setup_original(self, model: nn.Module, args: ScrubConfig, num_labels: int | None) -> None:
         self.teacher = build_teacher(model, self._given_teacher)
@@ -86,26 +125,93 @@ class ScrubTrainer(UnlearningTrainer):
         self.teacher.prepare(self.accelerator)
 
     def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
+        """The paper's schedule; for `schedule="auto"` every epoch of the budget has a forget pass, which the goal
+        rules apply or skip. `retain_steps_per_forget_step` bounds each retain pass by the forget pass's length."""
         args: ScrubConfig = self.args
+        slots = args.gradient_accumulation_steps * self.accelerator.num_processes
+        max_retain = None
+        if args.retain_steps_per_forget_step is not None:
+            forget_steps = math.ceil(num_forget / (args.per_device_forget_batch_size * slots))
+            retain_steps = math.ceil(args.retain_steps_per_forget_step * forget_steps)
+            max_retain = retain_steps * self._train_batch_size * slots
+        num_epochs = int(args.num_train_epochs)
         return build_schedule(
             num_forget,
             num_retain,
             forget_batch_size=args.per_device_forget_batch_size,
             retain_batch_size=self._train_batch_size,
-            num_epochs=int(args.num_train_epochs),
-            forget_epochs=args.forget_epochs,
+            num_epochs=num_epochs,
+            forget_epochs=num_epochs if self.goal is not None else args.forget_epochs,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             num_processes=self.accelerator.num_processes,
             retain_fraction=args.retain_fraction,
+            max_retain_examples=max_retain,
             seed=self.schedule_seed,
         )
+
+    # ---- the goal-driven schedule (hf_scrub.goal) ----------------------------------------------------------
+
+    @property
+    def adapts_learning_rate(self) -> bool:
+        return self.goal is not None
+
+    def lr_scale(self, step: OptimizerStep) -> float:
+        return 1.0 if self.goal is None else self.goal.lr_scale(step.phase is Phase.FORGET)
+
+    def after_optimizer_step(self, step: OptimizerStep) -> None:
+        if self.goal is None or step.phase is not Phase.FORGET:
+            return
+        counts = self._forget_counts
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        wrong, seen = counts.tolist()
+        self.goal.after_forget_step(wrong, int(seen))
+        self._forget_counts.zero_()
+
+    def after_epoch(self, epoch: int, entry: dict[str, float], log: bool = True) -> bool:
+        if self.goal is None:
+            return False
+        history = self.scrub_history
+        stop = self.goal.after_epoch(
+            epoch,
+            forget_error=entry["forget_error"],
+            reference_error=entry.get("forget_validation_error"),
+            retain_error=entry["retain_error"],
+            original_retain=history[0]["retain_error"] if history else entry["retain_error"],
+        )
+        if log:
+            decision = self.goal.state.history[-1]
+            self.log({f"goal_{key}": float(value) for key, value in decision.items() if key != "status"})
+        return stop
+
+    def resume_epochs(self, history: list[dict[str, float]]) -> None:
+        """Replay the epoch decisions of the epochs before the checkpoint, and restore the step sizes they logged."""
+        if self.goal is None:
+            return
+        for entry in history:
+            self.after_epoch(int(entry["scrub_epoch"]), entry, log=False)
+        logged = [entry for entry in self.state.log_history if "goal_forget_scale" in entry]
+        if logged:
+            self.goal.state.forget_scale = logged[-1]["goal_forget_scale"]
+            self.goal.state.retain_scale = logged[-1]["goal_retain_scale"]
+        self.refresh_learning_rate()
+
+    @property
+    def stopped_because(self) -> str:
+        if self.goal is None or self.goal.state.stopped_because is None:
+            return super().stopped_because
+        return f"goal-driven schedule: {self.goal.state.stopped_because}"
 
     def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
         """Max-step (``-d``) on forget batches, min-step (``gamma * CE + alpha * d``) on retain batches."""
         args: ScrubConfig = self.args
+        if tags.phase is Phase.FORGET and self.goal is not None and not self.goal.state.forget_pass_open:
+            return self._skipped_step(model, inputs, tags)
         teacher_logits = tags.teacher_logits
         if teacher_logits is None:
-            teacher_logits = self.teacher.logits(model, inputs)
+            teacher_logits = self._teacher_logits(model, inputs, tags)
+        if tags.phase is Phase.FORGET and self.goal is not None:
+            self._count_forget_errors(model, inputs, tags)
         outputs = model(**inputs)
         if tags.phase is Phase.FORGET:
             per_item = forget_loss(outputs.logits, teacher_logits, args.kd_temperature)
@@ -118,9 +224,67 @@ class ScrubTrainer(UnlearningTrainer):
             self.record_metric("retain_ce", ce, tags.real)
         return per_item, outputs
 
-    # ---- cached teacher outputs ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _count_forget_errors(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> None:
+        """The range test's signal: how many of the batch the student (eval mode, before this step) gets wrong."""
+        model.eval()
+        try:
+            predictions = model(**inputs).logits.argmax(-1)
+        finally:
+            model.train()
+        wrong = (predictions != tags.labels) & tags.real
+        self._forget_counts += torch.stack([wrong.sum(), tags.real.sum()]).to(self._forget_counts)
+
+    def _skipped_step(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
+        """A forget step the goal rules turned off: its learning rate is 0 (`lr_scale`) and it yields no gradient.
+
+        Without a gradient scaler nothing is computed and no parameter gets a gradient, so the optimizer leaves
+        every parameter and its state untouched. fp16's `GradScaler` needs gradients to check, so there the step
+        runs with its loss times 0 (at learning rate 0 the weights still do not move).
+        """
+        if self.accelerator.scaler is None:
+            return torch.zeros(len(tags.real), device=tags.real.device, requires_grad=True), None
+        outputs = model(**inputs)
+        return outputs.logits.float().sum(-1) * 0.0, outputs
+
+    # ---- teacher outputs: computed per step, memoised, or cached before training ---------------------------
+
+    def _teacher_logits(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> torch.Tensor:
+        """The teacher's logits for the micro-batch; with memoisation on, each example's are computed once."""
+        memo = self._teacher_memo.get(tags.phase) if self._memoise_teacher else None
+        if memo is not None and bool(memo[1][tags.rows.to(memo[1].device)].all()):
+            return memo[0][tags.rows.to(memo[0].device)]
+        logits = self.teacher.logits(model, inputs)
+        if self._memoise_teacher and logits.dim() == 2 and tags.phase in (Phase.FORGET, Phase.RETAIN):
+            if memo is None:
+                size = len(self.forget_dataset if tags.phase is Phase.FORGET else self.train_dataset)
+                memo = (
+                    torch.zeros(size, logits.shape[-1], device=logits.device),
+                    torch.zeros(size, dtype=torch.bool, device=logits.device),
+                )
+                self._teacher_memo[tags.phase] = memo
+            rows = tags.rows.to(logits.device)
+            memo[0][rows] = logits.float()
+            memo[1][rows] = True
+        return logits
+
+    def _can_memoise(self, forget_dataset: Any, retain_dataset: Any) -> bool:
+        """Memoise the teacher when reading an example twice gives the same inputs and the teacher is whole."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return False  # a sharded teacher's forward is collective: every rank must run it in every step
+        try:
+            check_deterministic(forget_dataset, "forget")
+            check_deterministic(retain_dataset, "retain")
+        except ValueError:
+            logger.info("Teacher outputs are not memoised: the inputs change between reads (augmentation).")
+            return False
+        return True
 
     def teacher_logits_cache(self, forget_dataset: Any, retain_dataset: Any) -> dict[Phase, torch.Tensor] | None:
+        if self.args.cache_teacher_outputs is None:
+            self._memoise_teacher = self._can_memoise(forget_dataset, retain_dataset)
+            self._teacher_memo = {}
+            return None
         if not self.args.cache_teacher_outputs:
             return None
         cache = {Phase.RETAIN: self._teacher_logits_for(retain_dataset, "retain")}

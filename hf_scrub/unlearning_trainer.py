@@ -35,6 +35,7 @@ from .progress import PhaseProgressCallback
 from .rewind import choose_rewind_epoch, load_whole_state, whole_state
 from .schedule import (
     PHASE_KEY,
+    ROW_KEY,
     SOURCE_KEY,
     TEACHER_KEY,
     WEIGHT_KEY,
@@ -58,6 +59,7 @@ class Tags:
     sources: torch.Tensor  # each example's set (Phase.FORGET / Phase.RETAIN)
     real: torch.Tensor  # False for padding examples (weight 0), which no metric should count
     phase: Phase  # the micro-batch's set, Phase.MIXED when it holds both
+    rows: torch.Tensor  # each example's row in its set
     teacher_logits: torch.Tensor | None  # cached teacher outputs, when the method caches them
 
 
@@ -78,6 +80,14 @@ class _EpochCallback(TrainerCallback):
     ) -> None:
         if not self.trainer.scrub_history:  # a resumed run already has its earlier epochs in the log history
             self.trainer.record_epoch(0)
+        else:
+            self.trainer.resume_epochs(self.trainer.scrub_history)
+
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        # After the optimizer step and before the LR scheduler computes the next step's rate.
+        self.trainer.after_optimizer_step(self.trainer.schedule[state.global_step])
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -88,9 +98,13 @@ class _EpochCallback(TrainerCallback):
         if step < len(schedule) and schedule[step].epoch == schedule[step - 1].epoch:
             return control
         should_log = control.should_log  # record_epoch logs, and logging resets the flag for this step's own log
-        self.trainer.record_epoch(schedule[step - 1].epoch)
+        stop = self.trainer.record_epoch(schedule[step - 1].epoch)
         control.should_log = should_log
-        if step < len(schedule):  # the final epoch end is the Trainer's own on_epoch_end
+        if stop and step < len(schedule):  # the method reached its goal: this epoch end is the run's last
+            control.should_training_stop = True
+            control.should_log |= args.logging_strategy != IntervalStrategy.NO
+            control.should_save |= args.save_strategy != SaveStrategy.NO
+        elif step < len(schedule):  # the final epoch end is the Trainer's own on_epoch_end
             control.should_log |= args.logging_strategy == IntervalStrategy.EPOCH
             control.should_evaluate |= args.eval_strategy == IntervalStrategy.EPOCH
             control.should_save |= args.save_strategy == SaveStrategy.EPOCH
@@ -212,6 +226,37 @@ class UnlearningTrainer(Trainer):
         """Per-set teacher logits computed before training, or None to compute them in every step."""
         return None
 
+    def after_epoch(self, epoch: int, entry: dict[str, float]) -> bool:
+        """Called with each epoch's recorded errors (epoch 0 = the original); True stops the run there. Default:
+        run every epoch of the schedule."""
+        return False
+
+    def resume_epochs(self, history: list[dict[str, float]]) -> None:
+        """Called when a resumed run starts, with the epochs recorded before the checkpoint. Default: nothing."""
+
+    def after_optimizer_step(self, step: OptimizerStep) -> None:
+        """Called after each optimizer step, before the LR scheduler computes the next step's rate."""
+
+    def lr_scale(self, step: OptimizerStep) -> float:
+        """Multiplier of the learning rate in `step` (the goal-driven schedule adapts it). Default: 1."""
+        return 1.0
+
+    @property
+    def adapts_learning_rate(self) -> bool:
+        """Whether `lr_scale` can differ from 1 (then the LR schedule consults it at every step)."""
+        return False
+
+    @property
+    def stopped_because(self) -> str:
+        """Why the run ended, for the verdict."""
+        return f"fixed schedule: all {int(self.args.num_train_epochs)} epochs run"
+
+    @property
+    def epochs_run(self) -> int:
+        """Unlearning epochs completed (the last recorded epoch)."""
+        history = self.scrub_history
+        return int(history[-1]["scrub_epoch"]) if history else 0
+
     # ---- schedule -------------------------------------------------------------------------------------------
 
     def get_train_dataloader(self) -> DataLoader:
@@ -256,24 +301,33 @@ class UnlearningTrainer(Trainer):
         return dataset
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        """The configured LR schedule, times the paper's step decay after each epoch in `lr_decay_epochs`."""
+        """The configured LR schedule, times the paper's step decay after each epoch in `lr_decay_epochs` and the
+        method's `lr_scale` of each step."""
         scheduler = super().create_scheduler(num_training_steps, optimizer)
-        decay_epochs = self.args.lr_decay_epochs
-        if decay_epochs and not getattr(scheduler, "_scrub_decay", False):
+        decay_epochs = self.args.lr_decay_epochs or []
+        if (decay_epochs or self.adapts_learning_rate) and not getattr(scheduler, "_scrub_decay", False):
             if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                raise ValueError(
-                    f"lr_decay_epochs needs a LambdaLR-based lr_scheduler_type, not {self.args.lr_scheduler_type}."
-                )
-            epochs = [step.epoch for step in self.schedule]
+                what = "lr_decay_epochs" if decay_epochs else "schedule='auto'"
+                raise ValueError(f"{what} needs a LambdaLR-based lr_scheduler_type, not {self.args.lr_scheduler_type}.")
+            schedule = self.schedule
             factor = self.args.lr_decay_factor
 
-            def decay(step: int) -> float:
-                epoch = epochs[min(step, len(epochs) - 1)]
-                return factor ** sum(epoch > d for d in decay_epochs)
+            def multiplier(step: int) -> float:
+                scheduled = schedule[min(step, len(schedule) - 1)]
+                return factor ** sum(scheduled.epoch > d for d in decay_epochs) * self.lr_scale(scheduled)
 
-            scheduler.lr_lambdas = [lambda step, f=f: f(step) * decay(step) for f in scheduler.lr_lambdas]
+            scheduler.lr_lambdas = [lambda step, f=f: f(step) * multiplier(step) for f in scheduler.lr_lambdas]
             scheduler._scrub_decay = True
         return scheduler
+
+    def refresh_learning_rate(self) -> None:
+        """Recompute the next step's learning rate now: `lr_scale` changed after the scheduler computed it."""
+        scheduler = getattr(self.lr_scheduler, "scheduler", self.lr_scheduler)  # accelerate wraps it
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            for group, base, factor in zip(
+                self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+            ):
+                group["lr"] = base * factor(scheduler.last_epoch)
 
     # ---- per-epoch history and SCRUB+R ---------------------------------------------------------------------
 
@@ -296,8 +350,9 @@ class UnlearningTrainer(Trainer):
         splits = {"forget": self.forget_dataset, "retain": retain, "forget_validation": self.forget_validation_dataset}
         return {name: split for name, split in splits.items() if split is not None and len(split) > 0}
 
-    def record_epoch(self, epoch: int) -> None:
-        """Log the forget / retain / forget-validation error of the current model as epoch `epoch`."""
+    def record_epoch(self, epoch: int) -> bool:
+        """Log the forget / retain / forget-validation error of the current model as epoch `epoch`; returns the
+        method's `after_epoch` decision (True: stop here)."""
         predictions = predict_splits(self, self._history_datasets())
         entry: dict[str, float] = {"scrub_epoch": epoch}
         for name, split in predictions.items():
@@ -305,6 +360,9 @@ class UnlearningTrainer(Trainer):
         self.log(entry)
         if self.args.rewind:
             self._save_rewind_candidate(epoch)
+        stop = self.after_epoch(epoch, entry)
+        self.refresh_learning_rate()
+        return stop
 
     @property
     def _rewind_dir(self) -> Path:
@@ -389,6 +447,7 @@ class UnlearningTrainer(Trainer):
             sources=inputs.pop(SOURCE_KEY),
             real=weights > 0,
             phase=Phase(inputs.pop(PHASE_KEY)),
+            rows=inputs.pop(ROW_KEY),
             teacher_logits=inputs.pop(TEACHER_KEY, None),
         )
         per_item, outputs = self.unlearning_loss(model, inputs, tags)

@@ -1,0 +1,187 @@
+"""The goal-driven schedule (`ScrubConfig(schedule="auto")`): pure rules, no Trainer (docs/design.md §18).
+
+SCRUB's fixed recipe runs a set number of epochs with a set step size; on a model it was not tuned on it either does
+not reach the forgetting target or overshoots it (docs/design.md §9). Here the run works towards the target the
+verdict judges (`hf_scrub.verdict`, from data the run has, never from a Retrain model) and stops when it is met:
+
+- **Forget step size.** Max-steps use the learning rate times a *forget scale*. Inside every forget pass the scale
+  grows by `STEP_GROWTH` after each step while the recent forget batches' error (an exponential average, weight
+  `ERROR_SMOOTHING` on the newest batch, of the student's eval-mode predictions before the step: train-mode
+  BatchNorm statistics of a one-class batch misclassify before any step) is short of the target, and shrinks by
+  `STEP_GROWTH ** 2` once the target is reached or passed: a learning-rate range test that runs on the real model
+  and settles where the steps just reach the target, whatever the model's own scale of learning rates. Shrinking
+  faster than growing stops the ascent soon after it starts to work (the signal lags the step by one batch).
+- **Retain repair.** Min-steps use the learning rate times a *retain scale*. After an epoch that left the retain
+  error above the original's + `RETAIN_TOLERANCE`, the retain scale grows by `STEP_GROWTH ** 2`, capped by the
+  largest forget scale of the run (the damage is as large as the forget steps were); once retain is kept it returns
+  to 1.
+- **Per epoch** (the evaluation the history takes anyway): forget target met and retain kept -> stop; target met (or,
+  for selective requests, overshot) but retain not kept -> the next epoch has no forget pass (repair only); target
+  not met -> another forget pass. The budget is `num_train_epochs`.
+
+Targets (the same as the verdict's): class unlearning (no retain example has a forgotten label) -- forget error and
+error on unseen examples of those classes >= 1 - `CLASS_TOLERANCE`; otherwise the forget error within the two-sided
+band of `error_band` around the error on unseen examples of the forget set's distribution (`forget_validation`).
+Without such unseen examples there is no target: the run makes `forget_epochs` forget passes at the base step size,
+then repairs until retain is kept, and the verdict says the target was not judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from .verdict import CLASS_TOLERANCE, RETAIN_TOLERANCE, error_band
+
+STEP_GROWTH = 1.5  # forget-scale factor per forget step (range test); also the retain scale's factor per epoch
+ERROR_SMOOTHING = 0.5  # weight of the newest forget batch in the running forget error
+MAX_SCALE = 1000.0  # the forget scale never exceeds this multiple of the learning rate
+
+
+class Status(str, Enum):
+    """Where the forget side stands against its target."""
+
+    SHORT = "short"  # not forgotten enough yet
+    MET = "met"
+    OVERSHOT = "overshot"  # selective only: the forget set now stands out by too much error
+    UNJUDGED = "unjudged"  # no unseen reference
+
+
+@dataclass(frozen=True)
+class Target:
+    """The forget target of one run.
+
+    `kind` is "class" (whole classes forgotten), "selective" (examples whose classes stay), or "none" (selective
+    without unseen reference examples).
+    """
+
+    kind: str
+    num_forget: int
+    num_reference: int = 0
+
+    def status(self, forget_error: float, reference_error: float | None) -> Status:
+        """Status of a forget error against the target (`reference_error`: error on unseen forget-distribution data,
+        None when not measured)."""
+        if self.kind == "class":
+            errors = [forget_error] + ([reference_error] if reference_error is not None else [])
+            return Status.MET if min(errors) >= 1 - CLASS_TOLERANCE else Status.SHORT
+        if self.kind == "none" or reference_error is None:
+            return Status.UNJUDGED
+        band = error_band(reference_error, self.num_reference, self.num_forget)
+        if forget_error < reference_error - band:
+            return Status.SHORT
+        return Status.OVERSHOT if forget_error > reference_error + band else Status.MET
+
+
+def target_for(forget_labels: Any, retain_labels: Any, num_reference: int, reference_unseen: bool) -> Target:
+    """The run's target from its data: class unlearning when no retain example carries a forget label."""
+    forget_classes, retain_classes = set(map(int, forget_labels)), set(map(int, retain_labels))
+    num_forget = len(forget_labels)
+    if forget_classes and not forget_classes & retain_classes:
+        return Target("class", num_forget, num_reference if reference_unseen else 0)
+    if num_reference > 0 and reference_unseen:
+        return Target("selective", num_forget, num_reference)
+    return Target("none", num_forget)
+
+
+@dataclass
+class GoalState:
+    """What the controller carries from step to step (logged each epoch, so that a run can be read afterwards)."""
+
+    forget_scale: float = 1.0
+    retain_scale: float = 1.0
+    peak_forget_scale: float = 1.0
+    forget_pass_open: bool = True  # whether the current epoch's forget steps apply
+    reference_error: float | None = None  # latest error on unseen forget-distribution data
+    recent_error: float | None = None  # exponential average of the current forget pass's batch errors
+    forget_passes: int = 0  # forget passes made (open ones)
+    stopped_because: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class GoalController:
+    """The rules of the goal-driven schedule (see the module docstring), fed by the trainer.
+
+    The trainer calls `after_forget_step` with each forget step's training-mode predictions and `after_epoch` with
+    each epoch's evaluation (epoch 0 = the original model); it multiplies each step's learning rate
+    by `lr_scale(phase)` and skips forget steps while `forget_pass_open` is False.
+    """
+
+    def __init__(self, target: Target, budget_epochs: int, fallback_forget_epochs: int) -> None:
+        self.target = target
+        self.budget_epochs = budget_epochs
+        self.fallback_forget_epochs = fallback_forget_epochs
+        self.state = GoalState()
+
+    # ---- inside a forget pass ------------------------------------------------------------------------------
+
+    def after_forget_step(self, num_wrong: float, num_examples: int) -> None:
+        """Range test: grow the forget scale while the recent forget error is short of the target, shrink it faster
+        once the target is reached or passed. Only steps that applied count."""
+        state = self.state
+        if not state.forget_pass_open or num_examples == 0:
+            return
+        error = num_wrong / num_examples
+        if state.recent_error is not None:
+            error = ERROR_SMOOTHING * error + (1 - ERROR_SMOOTHING) * state.recent_error
+        state.recent_error = error
+        # Per step only the batches count for a class target: the unseen examples are checked at the epoch's end.
+        status = self.target.status(error, None if self.target.kind == "class" else state.reference_error)
+        if status is Status.SHORT:
+            state.forget_scale = min(state.forget_scale * STEP_GROWTH, MAX_SCALE)
+            state.peak_forget_scale = max(state.peak_forget_scale, state.forget_scale)
+        elif status in (Status.MET, Status.OVERSHOT):
+            state.forget_scale = max(state.forget_scale / STEP_GROWTH**2, 1.0)
+
+    def lr_scale(self, forget_step: bool) -> float:
+        if forget_step:
+            return self.state.forget_scale if self.state.forget_pass_open else 0.0
+        return self.state.retain_scale
+
+    # ---- at an epoch end -----------------------------------------------------------------------------------
+
+    def after_epoch(
+        self, epoch: int, forget_error: float, reference_error: float | None, retain_error: float, original_retain: float
+    ) -> bool:
+        """Decide the next epoch from this one's evaluation; returns True when the run should stop now.
+
+        Epoch 0 (the original model) only sets the reference.
+        """
+        state = self.state
+        state.reference_error = reference_error
+        if epoch == 0:
+            state.history.append({"epoch": 0, **self._log_state()})
+            return False
+        if state.forget_pass_open:
+            state.forget_passes += 1
+        status = self.target.status(forget_error, reference_error)
+        retain_kept = retain_error <= original_retain + RETAIN_TOLERANCE + 1e-12
+        if status is Status.UNJUDGED:
+            forget_done = state.forget_passes >= self.fallback_forget_epochs
+        else:
+            forget_done = status in (Status.MET, Status.OVERSHOT)
+        if forget_done and retain_kept and status is not Status.OVERSHOT:
+            state.stopped_because = (
+                f"goal reached after epoch {epoch} of at most {self.budget_epochs}"
+                if status is Status.MET
+                else f"{state.forget_passes} forget passes made and retain kept after epoch {epoch} (no reference "
+                "to judge the forget target by)"
+            )
+        elif epoch >= self.budget_epochs:
+            state.stopped_because = (
+                f"budget: all {self.budget_epochs} epochs run, forget target {status.value}, retain "
+                f"{'kept' if retain_kept else 'NOT kept'}"
+            )
+        state.forget_pass_open = not forget_done
+        state.recent_error = None  # the next forget pass keeps its own running error
+        state.retain_scale = (
+            1.0 if retain_kept else min(state.retain_scale * STEP_GROWTH**2, state.peak_forget_scale)
+        )
+        state.history.append({"epoch": epoch, "status": status.value, "retain_kept": retain_kept, **self._log_state()})
+        return state.stopped_because is not None
+
+    def _log_state(self) -> dict[str, Any]:
+        state = asdict(self.state)
+        return {key: state[key] for key in ("forget_scale", "retain_scale", "forget_pass_open")}
+
