@@ -142,7 +142,12 @@ class GoalController:
     # ---- at an epoch end -----------------------------------------------------------------------------------
 
     def after_epoch(
-        self, epoch: int, forget_error: float, reference_error: float | None, retain_error: float, original_retain: float
+        self,
+        epoch: int,
+        forget_error: float,
+        reference_error: float | None,
+        retain_error: float,
+        original_retain: float,
     ) -> bool:
         """Decide the next epoch from this one's evaluation; returns True when the run should stop now.
 
@@ -175,13 +180,10 @@ class GoalController:
             )
         state.forget_pass_open = not forget_done
         state.recent_error = None  # the next forget pass keeps its own running error
-        state.retain_scale = (
-            1.0 if retain_kept else min(state.retain_scale * STEP_GROWTH**2, state.peak_forget_scale)
-        )
+        state.retain_scale = 1.0 if retain_kept else min(state.retain_scale * STEP_GROWTH**2, state.peak_forget_scale)
         state.history.append({"epoch": epoch, "status": status.value, "retain_kept": retain_kept, **self._log_state()})
         return state.stopped_because is not None
 
     def _log_state(self) -> dict[str, Any]:
         state = asdict(self.state)
         return {key: state[key] for key in ("forget_scale", "retain_scale", "forget_pass_open")}
-

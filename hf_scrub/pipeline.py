@@ -385,9 +385,14 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     student = model
     if script_args.method == "retrain":
         student = fresh_model_like(model, config.seed, script_args.retrain_init_from)
+    if trainer_class is ScrubTrainer:  # held-out rows of the training split were seen: no selective goal from them
+        extra_kwargs = {"forget_validation_is_unseen": not splits.test_held_out_from_train}
+    else:
+        extra_kwargs = {}
     try:
         trainer = trainer_class(
             model=student,
+            **extra_kwargs,
             args=config,
             peft_config=lora_config(script_args, task) if script_args.use_peft else None,
             forget_dataset=eval_splits["forget"],

@@ -308,7 +308,8 @@ class UnlearningTrainer(Trainer):
         if (decay_epochs or self.adapts_learning_rate) and not getattr(scheduler, "_scrub_decay", False):
             if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
                 what = "lr_decay_epochs" if decay_epochs else "schedule='auto'"
-                raise ValueError(f"{what} needs a LambdaLR-based lr_scheduler_type, not {self.args.lr_scheduler_type}.")
+                kind = self.args.lr_scheduler_type
+                raise ValueError(f"{what} needs a LambdaLR-based lr_scheduler_type, not {kind}.")
             schedule = self.schedule
             factor = self.args.lr_decay_factor
 

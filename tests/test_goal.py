@@ -1,0 +1,135 @@
+"""The goal-driven schedule's rules (hf_scrub/goal.py) on constructed histories, and one real run of them."""
+
+import pytest
+
+from hf_scrub.goal import STEP_GROWTH, GoalController, Status, Target, target_for
+
+
+def test_target_kind_comes_from_the_data():
+    assert target_for([3, 3], [0, 1, 2], 50, True).kind == "class"
+    assert target_for([3, 1], [0, 1, 3], 50, True).kind == "selective"
+    # Held-out examples the original model trained on cannot say what unseen data looks like.
+    assert target_for([3, 1], [0, 1, 3], 50, False).kind == "none"
+    assert target_for([3, 1], [0, 1, 3], 0, True).kind == "none"
+
+
+def test_class_status_needs_forget_and_unseen_examples_wrong():
+    target = Target("class", 400, 100)
+    assert target.status(0.99, 0.985) is Status.MET
+    assert target.status(0.99, 0.5) is Status.SHORT  # held-out 3s still recognised: not forgotten
+    assert target.status(0.97, None) is Status.SHORT
+
+
+def test_selective_status_is_two_sided():
+    target = Target("selective", 100, 100)  # band at reference 0.2: 1.96 * sqrt(0.2 * 0.8 * 0.02) = 0.1109
+    assert target.status(0.08, 0.2) is Status.SHORT
+    assert target.status(0.10, 0.2) is Status.MET
+    assert target.status(0.31, 0.2) is Status.MET
+    assert target.status(0.32, 0.2) is Status.OVERSHOT
+    assert Target("none", 100).status(0.5, None) is Status.UNJUDGED
+
+
+def test_range_test_grows_while_short_and_shrinks_faster_once_met():
+    goal = GoalController(Target("class", 64), budget_epochs=5, fallback_forget_epochs=3)
+    goal.after_epoch(0, 0.0, 0.03, 0.0, 0.0)
+    for _ in range(3):
+        goal.after_forget_step(0, 16)  # nothing forgotten yet: x1.5 each
+    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**3)
+    goal.after_forget_step(16, 16)  # smoothed error 0.5: still short
+    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**4)
+    goal.after_forget_step(16, 16)  # 0.75
+    goal.after_forget_step(16, 16)  # 0.875
+    goal.after_forget_step(16, 16)  # 0.9375
+    goal.after_forget_step(16, 16)  # 0.96875
+    goal.after_forget_step(16, 16)  # 0.984375 >= 0.98: met, shrink by 1.5**2
+    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**8 / STEP_GROWTH**2)
+    assert goal.state.peak_forget_scale == pytest.approx(STEP_GROWTH**8)
+    assert goal.lr_scale(forget_step=True) == goal.state.forget_scale
+    assert goal.lr_scale(forget_step=False) == 1.0
+
+
+def test_epoch_rules_repair_then_stop():
+    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3)
+    assert not goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
+    goal.state.peak_forget_scale = 20.0
+    # Forgotten, but retain 4.4 % wrong (original 0 %): no forget pass next epoch, stronger retain steps.
+    assert not goal.after_epoch(1, 1.0, 1.0, 0.044, 0.0)
+    assert not goal.state.forget_pass_open and goal.lr_scale(forget_step=True) == 0.0
+    assert goal.state.retain_scale == pytest.approx(STEP_GROWTH**2)
+    assert not goal.after_epoch(2, 1.0, 1.0, 0.03, 0.0)
+    assert goal.state.retain_scale == pytest.approx(STEP_GROWTH**4)
+    assert goal.after_epoch(3, 1.0, 1.0, 0.012, 0.0)  # both hold: stop
+    assert goal.state.stopped_because == "goal reached after epoch 3 of at most 10"
+    assert goal.state.retain_scale == 1.0
+
+
+def test_relearned_forget_set_reopens_the_forget_pass_and_budget_ends_the_run():
+    goal = GoalController(Target("class", 400, 100), budget_epochs=2, fallback_forget_epochs=3)
+    goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
+    assert not goal.after_epoch(1, 0.5, 0.4, 0.0, 0.0)
+    assert goal.state.forget_pass_open
+    assert goal.after_epoch(2, 0.6, 0.5, 0.0, 0.0)
+    assert goal.state.stopped_because == "budget: all 2 epochs run, forget target short, retain kept"
+
+
+def test_selective_overshoot_is_repaired_not_stopped():
+    goal = GoalController(Target("selective", 100, 100), budget_epochs=10, fallback_forget_epochs=3)
+    goal.after_epoch(0, 0.0, 0.2, 0.0, 0.0)
+    assert not goal.after_epoch(1, 0.4, 0.2, 0.0, 0.0)  # overshot, retain kept: keep going without max-steps
+    assert not goal.state.forget_pass_open
+    assert goal.after_epoch(2, 0.25, 0.2, 0.0, 0.0)
+
+
+def test_without_reference_makes_the_fallback_number_of_forget_passes():
+    goal = GoalController(Target("none", 100), budget_epochs=10, fallback_forget_epochs=2)
+    goal.after_epoch(0, 0.0, None, 0.0, 0.0)
+    assert not goal.after_epoch(1, 0.1, None, 0.0, 0.0) and goal.state.forget_pass_open
+    assert goal.after_epoch(2, 0.1, None, 0.0, 0.0)
+    assert "no reference" in goal.state.stopped_because
+
+
+def test_trainer_skips_closed_forget_passes_exactly_and_reports_why_it_stopped(tmp_path, monkeypatch):
+    """Through `ScrubTrainer`: once the goal rules close the forget pass, its steps leave every weight bit-identical
+    (learning rate 0, no gradient), retain steps still train, and the run says why it ended."""
+    import torch
+    from conftest import pixel_dataset, scrub_config, tiny_resnet
+    from transformers import TrainerCallback
+
+    import hf_scrub.goal
+    from hf_scrub import ScrubTrainer
+    from hf_scrub.schedule import Phase
+
+    monkeypatch.setattr(hf_scrub.goal, "RETAIN_TOLERANCE", -1.0)  # retain never counts as kept: repair to the end
+    config = scrub_config(tmp_path, schedule="auto", num_train_epochs=3, forget_epochs=1)
+    trainer = ScrubTrainer(
+        model=tiny_resnet(),
+        args=config,
+        forget_dataset=pixel_dataset(8, seed=1),
+        retain_dataset=pixel_dataset(16, seed=2),
+        forget_validation_dataset=pixel_dataset(8, seed=3),
+        forget_validation_is_unseen=False,  # no target: one forget pass (forget_epochs), then repair only
+    )
+    changed: list[tuple[int, Phase, bool, float]] = []
+
+    class Watch(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.before = [p.detach().clone() for p in trainer.model.parameters()]
+            self.lr = trainer.optimizer.param_groups[0]["lr"]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step = trainer.schedule[state.global_step - 1]
+            moved = any(not torch.equal(a, b) for a, b in zip(self.before, trainer.model.parameters(), strict=True))
+            changed.append((step.epoch, step.phase, moved, self.lr))
+
+    trainer.add_callback(Watch())
+    trainer.train()
+    assert trainer.goal.target.kind == "none"
+    forget_steps = [(epoch, moved, lr) for epoch, phase, moved, lr in changed if phase is Phase.FORGET]
+    assert [epoch for epoch, _, _ in forget_steps] == [1, 1, 2, 2, 3, 3]
+    assert all(moved and lr > 0 for epoch, moved, lr in forget_steps if epoch == 1)
+    assert all(not moved and lr == 0.0 for epoch, moved, lr in forget_steps if epoch > 1)
+    assert all(moved for _, phase, moved, _ in changed if phase is Phase.RETAIN)
+    assert trainer.epochs_run == 3
+    assert trainer.stopped_because == (
+        "goal-driven schedule: budget: all 3 epochs run, forget target unjudged, retain NOT kept"
+    )
