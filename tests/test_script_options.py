@@ -129,3 +129,19 @@ def test_json_and_parquet_files_with_ids(assets, tmp_path, file_format):
     forget = results_of(tmp_path / "out")["forget"]
     assert forget["type"] == "ids" and forget["num_examples"] == 4
     assert forget["num_retain_examples"] + forget["num_test_examples"] == 56 and forget["test_held_out_from_train"]
+
+
+def test_goal_driven_preset_stops_on_its_target_and_says_so(assets, tmp_path, capsys):
+    """`--preset auto` (`--schedule auto`, `--retain_steps_per_forget_step`) through the script: the class is
+    forgotten, the run stops before its budget, and the verdict says why; the fixed schedule would run every epoch."""
+    argv = scrub(assets, tmp_path, "--preset", "auto", "--forget_classes", "1", data=data_dict(tmp_path))
+    argv = without_forget_epochs(argv) + ["--forget_epochs", "1"]
+    argv[argv.index("--num_train_epochs") + 1] = "6"
+    assert cli.main(argv) == 0
+    results = assert_complete(tmp_path / "out")
+    verdict = results["verdict"]
+    assert results["unlearned"]["forget_accuracy"] <= 0.02 and verdict["forget_target_met"] is True
+    assert verdict["stopped_because"].startswith("goal-driven schedule: goal reached after epoch ")
+    epochs = int(verdict["stopped_because"].split("after epoch ")[1].split()[0])
+    assert 1 <= epochs < 6
+    assert f"goal reached after epoch {epochs} of at most 6" in capsys.readouterr().out
