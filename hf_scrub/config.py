@@ -262,9 +262,10 @@ class ScrubConfig(UnlearningConfig):
         metadata={
             "help": "true: compute the teacher's logits for every forget and retain example once, before training, "
             "and reuse them instead of a teacher forward per step (needs deterministic inputs; refused otherwise). "
-            "Unset (auto): keep the teacher's logits of each example the first time a step computes them and reuse "
-            "them when the schedule visits it again, when the inputs are deterministic, the outputs are one row of "
-            "class logits per example and the teacher is not sharded. false: a teacher forward in every step."
+            "Unset (auto): with schedule=auto, keep the teacher's logits of each example the first time a step "
+            "computes them and reuse them when the schedule visits it again, when the inputs are deterministic, "
+            "the outputs are one row of class logits per example and the teacher is not sharded. false: a teacher "
+            "forward in every step."
         },
     )
     schedule: str = field(

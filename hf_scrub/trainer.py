@@ -281,8 +281,9 @@ class ScrubTrainer(UnlearningTrainer):
         return True
 
     def teacher_logits_cache(self, forget_dataset: Any, retain_dataset: Any) -> dict[Phase, torch.Tensor] | None:
-        if self.args.cache_teacher_outputs is None:
-            self._memoise_teacher = self._can_memoise(forget_dataset, retain_dataset)
+        if self.args.cache_teacher_outputs is None:  # auto: memoise under the goal-driven schedule only, so that
+            # the fixed schedule stays exactly the paper's run, number for number
+            self._memoise_teacher = self.goal is not None and self._can_memoise(forget_dataset, retain_dataset)
             self._teacher_memo = {}
             return None
         if not self.args.cache_teacher_outputs:

@@ -81,8 +81,9 @@ def close_enough(metric: str, claimed: float, measured: float) -> bool:
     """A README number is 'of the right size' when a rerun on another machine could print it (issue 13)."""
     if "loss" in metric:  # losses span orders of magnitude (0.008 -> 40): same order, or both tiny
         return abs(claimed - measured) <= 0.05 or 1 / 3 <= claimed / measured <= 3
-    if metric.startswith("mia"):  # attack accuracy in %, over a few hundred examples
-        return abs(claimed - measured) <= 10
+    if metric.startswith("mia"):  # attack accuracy / AUC in %, over a few hundred examples: the same landed commit
+        # (40ab609, same seed) printed unlearned mia 59 / mia_auc 63.8 on the CI machine and 47 / 42.8 on another
+        return abs(claimed - measured) <= 25
     return abs(claimed - measured) <= 0.05  # accuracies
 
 
