@@ -28,7 +28,7 @@ then repairs until retain is kept, and the verdict says the target was not judge
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -185,5 +185,9 @@ class GoalController:
         return state.stopped_because is not None
 
     def _log_state(self) -> dict[str, Any]:
-        state = asdict(self.state)
-        return {key: state[key] for key in ("forget_scale", "retain_scale", "forget_pass_open")}
+        state = self.state
+        return {
+            "forget_scale": state.forget_scale,
+            "retain_scale": state.retain_scale,
+            "forget_pass_open": state.forget_pass_open,
+        }

@@ -171,13 +171,12 @@ class ScrubTrainer(UnlearningTrainer):
     def after_epoch(self, epoch: int, entry: dict[str, float], log: bool = True) -> bool:
         if self.goal is None:
             return False
-        history = self.scrub_history
         stop = self.goal.after_epoch(
             epoch,
             forget_error=entry["forget_error"],
             reference_error=entry.get("forget_validation_error"),
             retain_error=entry["retain_error"],
-            original_retain=history[0]["retain_error"] if history else entry["retain_error"],
+            original_retain=self.scrub_history[0]["retain_error"],  # epoch 0: logged before this call
         )
         if log:
             decision = self.goal.state.history[-1]
