@@ -38,12 +38,9 @@ def main() -> None:
     name, quick, seed = sys.argv[1], "quick" in sys.argv[2:], 0
     scenario = yaml.safe_load((quality.HERE / "configs" / "quality.yaml").read_text())["scenarios"][name]
     settings = scenario["quick" if quick else "settings"]
-    if scenario["modality"] == "image":
-        data, request, _ = quality.image_data(scenario, seed, quick)
-    else:
-        data, request = quality.text_data(quick), dict(scenario["forget"])
+    data, request, _ = quality.scenario_data(scenario, seed, quick)
     raw = make_unlearning_splits(data, seed=seed, **request)
-    task = quality.Task(scenario["modality"], raw.class_names)
+    task = quality.Task(scenario, raw.class_names)
     splits = {n: task.prepare(getattr(raw, n)) for n in ("forget", "retain", "test", "forget_validation")}
     original = task.new_model(seed)
     cache = Path(tempfile.gettempdir()) / f"auto-probe-{name}-{seed}-{quick}.pt"

@@ -29,9 +29,8 @@ from quality import (  # noqa: E402
     HERE,
     Task,
     evaluate,
-    image_data,
     run_method,
-    text_data,
+    scenario_data,
     train_args,
 )
 
@@ -52,12 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     scenario = yaml.safe_load(args.config.read_text())["scenarios"][args.scenario]
     settings = scenario["quick"] if args.quick else scenario["settings"]
-    if scenario["modality"] == "image":
-        data, request, _ = image_data(scenario, args.seed, args.quick)
-    else:
-        data, request = text_data(args.quick), dict(scenario["forget"])
+    data, request, _ = scenario_data(scenario, args.seed, args.quick)
     raw = make_unlearning_splits(data, seed=args.seed, **request)
-    task = Task(scenario["modality"], raw.class_names)
+    task = Task(scenario, raw.class_names)
     splits = {n: task.prepare(getattr(raw, n)) for n in ("forget", "retain", "test", "forget_validation")}
     train_all = task.prepare(datasets.concatenate_datasets([raw.forget, raw.retain]))
     noise = scenario.get("noise")

@@ -145,7 +145,8 @@ def build_parser(method: str) -> HfArgumentParser:
     by_dest["method"][0].help = f"The unlearning method: {', '.join(METHOD_CONFIGS)} (all but scrub are baselines)."
     by_dest["preset"][0].help = (
         f"A named SCRUB preset: {', '.join(PRESETS)} (their values are listed at the end); explicit arguments "
-        "override it."
+        f"override it. Without --preset and --schedule, --method scrub runs the goal-driven preset {DEFAULT_PRESET}; "
+        "--schedule fixed (no preset) runs the paper's schedule with ScrubConfig's defaults."
     )
     for action in parser._optionals._group_actions:
         if action.option_strings[0].startswith("--no_"):  # HfArgumentParser gives it the help of the option itself
@@ -177,6 +178,9 @@ def build_parser(method: str) -> HfArgumentParser:
     return parser
 
 
+DEFAULT_PRESET = "auto"  # --method scrub with neither --preset nor --schedule
+
+
 def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     """Parse `argv` (without the program name) into `(ScriptArguments, <the method's config>)`."""
     if argv and argv[0].endswith(CONFIG_SUFFIXES):  # `scrub.py run.yaml [--flag value ...]`
@@ -185,10 +189,17 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     pre.add_argument("--config")
     pre.add_argument("--preset")
     pre.add_argument("--method")
+    pre.add_argument("--schedule")
     known, rest = pre.parse_known_args(argv)
     file_values = _read_config_file(known.config) if known.config else {}
+    if known.schedule is not None:
+        file_values["schedule"] = known.schedule  # the command line wins over the file, as for every option
     preset = known.preset or file_values.get("preset")
     method = known.method or file_values.get("method", "scrub")
+    if method == "scrub" and preset is None and "schedule" not in file_values:
+        # A user without an oracle or a sweep gets the schedule that adapts to their model (docs/design.md §18);
+        # the paper's fixed recipe is one flag away: --schedule fixed, or one of its presets.
+        preset = DEFAULT_PRESET
     if method not in METHOD_CONFIGS:
         raise ValueError(f"Unknown --method {method!r}; choose one of {sorted(METHOD_CONFIGS)}.")
     if preset and method != "scrub":

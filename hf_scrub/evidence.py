@@ -32,6 +32,7 @@ from .verdict import unlearning_verdict
 logger = logging.getLogger(__name__)
 
 REPORTED_HYPERPARAMETERS = (
+    "schedule",
     "alpha",
     "gamma",
     "kd_temperature",
@@ -46,6 +47,7 @@ REPORTED_HYPERPARAMETERS = (
     "max_grad_norm",
     "lr_scheduler_type",
     "retain_fraction",
+    "retain_steps_per_forget_step",
     "beta",
     "rewind",
     "seed",

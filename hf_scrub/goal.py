@@ -8,13 +8,17 @@ verdict judges (`hf_scrub.verdict`, from data the run has, never from a Retrain 
   grows by `STEP_GROWTH` after each step while the recent forget batches' error (an exponential average, weight
   `ERROR_SMOOTHING` on the newest batch, of the student's eval-mode predictions before the step: train-mode
   BatchNorm statistics of a one-class batch misclassify before any step) is short of the target, and shrinks by
-  `STEP_GROWTH ** 2` once the target is reached or passed: a learning-rate range test that runs on the real model
+  `STEP_GROWTH ** 2` (not below `MIN_SCALE`) once the target is reached or passed: a learning-rate range test that
+  runs on the real model
   and settles where the steps just reach the target, whatever the model's own scale of learning rates. Shrinking
   faster than growing stops the ascent soon after it starts to work (the signal lags the step by one batch).
-- **Retain repair.** Min-steps use the learning rate times a *retain scale*. After an epoch that left the retain
-  error above the original's + `RETAIN_TOLERANCE`, the retain scale grows by `STEP_GROWTH ** 2`, capped by the
-  largest forget scale of the run (the damage is as large as the forget steps were); once retain is kept it returns
-  to 1.
+- **Retain step size.** Min-steps use the learning rate times the current forget scale times a *repair factor*: the
+  paper runs both passes at one learning rate, and a forget step large enough to move the model needs retain steps
+  of the same size to undo its side effects (with min-steps left at the base rate, a from-scratch CNN whose forget
+  scale reached 86x lost 65 % of its retain accuracy in one epoch and never got it back). The factor is 1 while the
+  retain error is within the original's + `RETAIN_TOLERANCE`; after an epoch that left it above, it grows by
+  `STEP_GROWTH` (at most `STEP_GROWTH ** 2`), and after a repair-only epoch that made the retain error *worse* it
+  shrinks by `STEP_GROWTH ** 2` (the repair step itself is too large). The retain scale never falls below 1.
 - **Per epoch** (the evaluation the history takes anyway): forget target met and retain kept -> stop; target met (or,
   for selective requests, overshot) but retain not kept -> the next epoch has no forget pass (repair only); target
   not met -> another forget pass. The budget is `num_train_epochs`.
@@ -37,6 +41,7 @@ from .verdict import CLASS_TOLERANCE, RETAIN_TOLERANCE, error_band
 STEP_GROWTH = 1.5  # forget-scale factor per forget step (range test); also the retain scale's factor per epoch
 ERROR_SMOOTHING = 0.5  # weight of the newest forget batch in the running forget error
 MAX_SCALE = 1000.0  # the forget scale never exceeds this multiple of the learning rate
+MIN_SCALE = 0.1  # nor falls below this one: a fine-tuned transformer can overshoot at the base rate
 
 
 class Status(str, Enum):
@@ -90,8 +95,8 @@ class GoalState:
     """What the controller carries from step to step (logged each epoch, so that a run can be read afterwards)."""
 
     forget_scale: float = 1.0
-    retain_scale: float = 1.0
-    peak_forget_scale: float = 1.0
+    repair_factor: float = 1.0  # retain scale = forget scale x this (>= 1 overall)
+    last_retain_error: float | None = None
     forget_pass_open: bool = True  # whether the current epoch's forget steps apply
     reference_error: float | None = None  # latest error on unseen forget-distribution data
     recent_error: float | None = None  # exponential average of the current forget pass's batch errors
@@ -130,14 +135,17 @@ class GoalController:
         status = self.target.status(error, None if self.target.kind == "class" else state.reference_error)
         if status is Status.SHORT:
             state.forget_scale = min(state.forget_scale * STEP_GROWTH, MAX_SCALE)
-            state.peak_forget_scale = max(state.peak_forget_scale, state.forget_scale)
         elif status in (Status.MET, Status.OVERSHOT):
-            state.forget_scale = max(state.forget_scale / STEP_GROWTH**2, 1.0)
+            state.forget_scale = max(state.forget_scale / STEP_GROWTH**2, MIN_SCALE)
+
+    @property
+    def retain_scale(self) -> float:
+        return max(self.state.forget_scale * self.state.repair_factor, 1.0)
 
     def lr_scale(self, forget_step: bool) -> float:
         if forget_step:
             return self.state.forget_scale if self.state.forget_pass_open else 0.0
-        return self.state.retain_scale
+        return self.retain_scale
 
     # ---- at an epoch end -----------------------------------------------------------------------------------
 
@@ -156,8 +164,10 @@ class GoalController:
         state = self.state
         state.reference_error = reference_error
         if epoch == 0:
+            state.last_retain_error = retain_error
             state.history.append({"epoch": 0, **self._log_state()})
             return False
+        repair_only = not state.forget_pass_open
         if state.forget_pass_open:
             state.forget_passes += 1
         status = self.target.status(forget_error, reference_error)
@@ -180,7 +190,13 @@ class GoalController:
             )
         state.forget_pass_open = not forget_done
         state.recent_error = None  # the next forget pass keeps its own running error
-        state.retain_scale = 1.0 if retain_kept else min(state.retain_scale * STEP_GROWTH**2, state.peak_forget_scale)
+        if retain_kept:
+            state.repair_factor = 1.0
+        elif repair_only and state.last_retain_error is not None and retain_error > state.last_retain_error:
+            state.repair_factor /= STEP_GROWTH**2
+        else:
+            state.repair_factor = min(state.repair_factor * STEP_GROWTH, STEP_GROWTH**2)
+        state.last_retain_error = retain_error
         state.history.append({"epoch": epoch, "status": status.value, "retain_kept": retain_kept, **self._log_state()})
         return state.stopped_because is not None
 
@@ -188,6 +204,7 @@ class GoalController:
         state = self.state
         return {
             "forget_scale": state.forget_scale,
-            "retain_scale": state.retain_scale,
+            "retain_scale": self.retain_scale,
+            "repair_factor": state.repair_factor,
             "forget_pass_open": state.forget_pass_open,
         }

@@ -7,6 +7,7 @@ checked first, then the model's head against the labels, then the output folder,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -119,7 +120,8 @@ class ScriptArguments:
     preset: str | None = field(
         default=None,
         metadata={
-            "help": "A named SCRUB preset (selective, class, small, transformer); explicit arguments override it."
+            "help": "A named SCRUB preset (auto, selective, class, small, transformer); explicit arguments override "
+            "it. Default for --method scrub: auto, unless --schedule is given."
         },
     )
     require_target: bool = field(
@@ -256,6 +258,25 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
     return splits, task
 
 
+def check_schedule_supported(config: UnlearningConfig) -> None:
+    """The goal-driven schedule (the CLI's default) is refused under DeepSpeed and FSDP before the model loads; the
+    trainer refuses it too, but only once the model is loaded (docs/design.md §18)."""
+    if getattr(config, "schedule", None) != "auto":
+        return
+    sharded = {
+        "DeepSpeed": getattr(config, "deepspeed_plugin", None) is not None
+        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true",
+        "FSDP": bool(config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true",
+    }
+    named = [name for name, used in sharded.items() if used]
+    if named:
+        raise ValueError(
+            f"The goal-driven schedule (schedule=auto, the default without --preset) is not available under "
+            f"{' or '.join(named)} yet: its per-step decisions are not verified there. Pass --schedule fixed with "
+            "your own settings, or a paper preset such as --preset transformer."
+        )
+
+
 def check_deepspeed_options(script_args: ScriptArguments, config: UnlearningConfig) -> None:
     """Refuse, before any work, what cannot run beside a DeepSpeed training run in the same processes.
 
@@ -327,6 +348,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
             )
         check_model_reference(script_args.retrain_init_from, "--retrain_init_from")
     check_output_location(config.output_dir, script_args.model_name_or_path, script_args.overwrite_output_dir)
+    check_schedule_supported(config)
     check_deepspeed_options(script_args, config)
     # The Trainer pushes inside save_model and at every checkpoint; the finished folder is pushed once, at the end.
     push_to_hub, config.push_to_hub = config.push_to_hub, False

@@ -184,15 +184,15 @@ class ScrubTrainer(UnlearningTrainer):
         return stop
 
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
-        """Replay the epoch decisions of the epochs before the checkpoint, and restore the step sizes they logged."""
+        """Replay the epoch decisions of the epochs before the checkpoint, and restore the forget step size they
+        logged."""
         if self.goal is None:
             return
         for entry in history:
             self.after_epoch(int(entry["scrub_epoch"]), entry, log=False)
         logged = [entry for entry in self.state.log_history if "goal_forget_scale" in entry]
-        if logged:
+        if logged:  # the forget scale moves inside forget passes; the replay above rebuilt the rest
             self.goal.state.forget_scale = logged[-1]["goal_forget_scale"]
-            self.goal.state.retain_scale = logged[-1]["goal_retain_scale"]
         self.refresh_learning_rate()
 
     @property

@@ -90,9 +90,15 @@ def loads(monkeypatch):
     return calls
 
 
-def scrub(assets, tmp_path, *flags, data=None, out="out") -> list[str]:
+def scrub(assets, tmp_path, *flags, data=None, out="out", schedule="fixed") -> list[str]:
+    """Arguments for a run on `assets`. SCRUB runs without a preset get `--schedule fixed` (the paper's schedule,
+    which these tests count steps of) unless `schedule=None` (then the CLI's default, the goal-driven preset)."""
+    flags = [str(flag) for flag in flags]
+    scrub_run = "--method" not in flags or flags[flags.index("--method") + 1] == "scrub"
+    if schedule and scrub_run and "--preset" not in flags and "--schedule" not in flags:
+        flags = ["--schedule", schedule, *flags]
     return ["--model_name_or_path", str(assets / "model"), "--dataset_name", str(data or assets / "reviews.csv"),
-            "--output_dir", str(tmp_path / out), *FAST, *map(str, flags)]  # fmt: skip
+            "--output_dir", str(tmp_path / out), *FAST, *flags]  # fmt: skip
 
 
 def refused(capsys, argv, *messages) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-METHODS = ["original", "retrain", "scrub", "finetune"]  # quality.QUICK_METHODS
+METHODS = ["original", "retrain", "scrub", "scrub_auto", "finetune"]  # quality.QUICK_METHODS
 DISTANCE_METRICS = ("forget_error", "retain_error", "test_error", "mia")
 COLORS = {"retrain": "#2a9d8f", "scrub": "#e76f51", "finetune": "#8ab6d6"}  # as quality.plot draws them
 
@@ -26,7 +26,11 @@ def table_row(tables, method):
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     row = next(line for line in lines if line.startswith(f"| {method} |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    return {label: float(cell) for label, cell in zip(header[1:], cells[1:], strict=True) if cell != "–"}
+    return {
+        label: float(cell)
+        for label, cell in zip(header[1:], cells[1:], strict=True)
+        if cell not in ("–", "yes", "no")  # the last column says whether a setting was chosen on the scenario
+    }
 
 
 def rows_in_colour(panel, colour):
@@ -52,6 +56,10 @@ def test_quick_class_unlearning_benchmark(tmp_path):
     assert by_method["original"]["forget_error"] < 0.1
     assert by_method["scrub"]["forget_error"] > 0.9  # SCRUB forgets the class too; fine-tuning does not
     assert by_method["finetune"]["forget_error"] < 0.5
+    # The goal-driven run forgets too, stops before its budget, and its own verdict says so.
+    auto = next(run for run in runs if run["method"] == "scrub_auto")
+    assert auto["report"]["forget_error"] > 0.9 and auto["target_status"] == "met"
+    assert auto["stopped_because"].startswith("goal reached") and auto["epochs_run"] < auto["budget_epochs"]
     # The claim the benchmark exists for, from its own records: SCRUB is closer to Retrain than doing nothing
     # (the original) and than the baseline. A SCRUB that does not forget lands where the original is.
     distance = {m: distance_to_retrain(report, by_method["retrain"]) for m, report in by_method.items()}
@@ -67,6 +75,13 @@ def test_quick_class_unlearning_benchmark(tmp_path):
         row = table_row(tables, method)
         assert row["dist. to retrain"] == pytest.approx(100 * distance[method], abs=0.051)
         assert row["forget err"] == pytest.approx(100 * by_method[method]["forget_error"], abs=0.051)
+    # The class scenario is where the SCRUB settings were chosen; the baselines' were not (quality.yaml).
+    chosen = {line.split("|")[1].strip(): line.strip("| ").split("|")[-1].strip() for line in tables.splitlines()
+              if line.startswith("| ") and not line.startswith("| method")}  # fmt: skip
+    assert [chosen[m] for m in METHODS] == ["–", "–", "yes", "yes", "no"]
+    auto_row = json.loads((tmp_path / "summary.json").read_text())["scrub_auto_runs"][0]
+    assert auto_row["verdict_agrees"] and auto_row["forget_matches_retrain"]
+    assert auto_row["speedup"] == pytest.approx(runs[1]["seconds"] / auto["seconds"])
     # The plot: four panels side by side (forget / retain / test error, MIA); in the forget-error panel the SCRUB bar
     # is as tall as Retrain's (both 100 %) and the fine-tuning bar as much shorter as its forget error is.
     from matplotlib.image import imread

@@ -43,24 +43,39 @@ def test_range_test_grows_while_short_and_shrinks_faster_once_met():
     goal.after_forget_step(16, 16)  # 0.96875
     goal.after_forget_step(16, 16)  # 0.984375 >= 0.98: met, shrink by 1.5**2
     assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**8 / STEP_GROWTH**2)
-    assert goal.state.peak_forget_scale == pytest.approx(STEP_GROWTH**8)
     assert goal.lr_scale(forget_step=True) == goal.state.forget_scale
-    assert goal.lr_scale(forget_step=False) == 1.0
+    # Retain steps match the forget steps' size (the paper's one learning rate for both passes).
+    assert goal.lr_scale(forget_step=False) == pytest.approx(STEP_GROWTH**6)
 
 
 def test_epoch_rules_repair_then_stop():
     goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3)
     assert not goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
-    goal.state.peak_forget_scale = 20.0
+    goal.state.forget_scale = 20.0
     # Forgotten, but retain 4.4 % wrong (original 0 %): no forget pass next epoch, stronger retain steps.
     assert not goal.after_epoch(1, 1.0, 1.0, 0.044, 0.0)
     assert not goal.state.forget_pass_open and goal.lr_scale(forget_step=True) == 0.0
-    assert goal.state.retain_scale == pytest.approx(STEP_GROWTH**2)
+    assert goal.lr_scale(forget_step=False) == pytest.approx(20.0 * STEP_GROWTH)
+    # The repair helped but not enough: grow again, capped at STEP_GROWTH ** 2 over the forget scale.
     assert not goal.after_epoch(2, 1.0, 1.0, 0.03, 0.0)
-    assert goal.state.retain_scale == pytest.approx(STEP_GROWTH**4)
-    assert goal.after_epoch(3, 1.0, 1.0, 0.012, 0.0)  # both hold: stop
-    assert goal.state.stopped_because == "goal reached after epoch 3 of at most 10"
-    assert goal.state.retain_scale == 1.0
+    assert goal.lr_scale(forget_step=False) == pytest.approx(20.0 * STEP_GROWTH**2)
+    assert not goal.after_epoch(3, 1.0, 1.0, 0.025, 0.0)
+    assert goal.lr_scale(forget_step=False) == pytest.approx(20.0 * STEP_GROWTH**2)
+    # A repair-only epoch that made retain worse: the repair step itself is too large, back off.
+    assert not goal.after_epoch(4, 1.0, 1.0, 0.028, 0.0)
+    assert goal.lr_scale(forget_step=False) == pytest.approx(20.0)
+    assert goal.after_epoch(5, 1.0, 1.0, 0.012, 0.0)  # both hold: stop
+    assert goal.state.stopped_because == "goal reached after epoch 5 of at most 10"
+    assert goal.state.repair_factor == 1.0 and goal.lr_scale(forget_step=False) == 20.0
+
+
+def test_retain_scale_never_falls_below_the_base_learning_rate():
+    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3)
+    goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
+    goal.after_epoch(1, 1.0, 1.0, 0.05, 0.0)  # forget scale 1, factor 1.5
+    goal.after_epoch(2, 1.0, 1.0, 0.08, 0.0)  # repair-only and worse: factor 1.5 / 2.25 < 1
+    assert goal.state.repair_factor == pytest.approx(1 / STEP_GROWTH)
+    assert goal.lr_scale(forget_step=False) == 1.0
 
 
 def test_relearned_forget_set_reopens_the_forget_pass_and_budget_ends_the_run():
