@@ -59,7 +59,7 @@ def test_quick_class_unlearning_benchmark(tmp_path):
     # The goal-driven run forgets too, stops before its budget, and its own verdict says so.
     auto = next(run for run in runs if run["method"] == "scrub_auto")
     assert auto["report"]["forget_error"] > 0.9 and auto["target_status"] == "met"
-    assert auto["stopped_because"].startswith("goal reached") and auto["epochs_run"] < auto["budget_epochs"]
+    assert "goal reached after epoch" in auto["stopped_because"] and auto["epochs_run"] < auto["budget_epochs"]
     # The claim the benchmark exists for, from its own records: SCRUB is closer to Retrain than doing nothing
     # (the original) and than the baseline. A SCRUB that does not forget lands where the original is.
     distance = {m: distance_to_retrain(report, by_method["retrain"]) for m, report in by_method.items()}

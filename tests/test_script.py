@@ -183,7 +183,7 @@ def test_text_selective_unlearning_from_a_yaml_file(text_assets, tmp_path):
         f"model_name_or_path: {model_dir}\ndataset_name: {data_dir}\nnum_forget_examples: 20\n"
         f"output_dir: {tmp_path / 'out'}\nnum_train_epochs: 2\nforget_epochs: 1\nper_device_forget_batch_size: 8\n"
         "per_device_train_batch_size: 32\nlearning_rate: 0.001\nreport_to: none\nuse_cpu: true\nsave_strategy: 'no'\n"
-        "disable_tqdm: true\nmax_length: 64\n"
+        "disable_tqdm: true\nmax_length: 64\nschedule: fixed\n"  # the paper's schedule: its epochs are counted
     )
     run_script(
         [
@@ -381,7 +381,7 @@ def test_zero3_launch_of_the_script_with_rewind_equals_one_process(dropout_free_
         "--model_name_or_path", model_dir, "--dataset_name", data_dir, "--num_forget_examples", "16",
         "--num_train_epochs", "3", "--forget_epochs", "2", "--optim", "sgd", "--learning_rate", "5.0",
         "--max_grad_norm", "0", "--lr_scheduler_type", "constant", "--max_length", "32", "--rewind", "true",
-        "--per_device_eval_batch_size", "8", *SCRUB_FLAGS,
+        "--per_device_eval_batch_size", "8", "--schedule", "fixed", *SCRUB_FLAGS,
     ]  # fmt: skip
     torchrun = str(Path(sys.executable).with_name("torchrun"))
 
@@ -427,7 +427,7 @@ def test_options_that_need_a_second_model_are_refused_under_deepspeed(dropout_fr
     model_dir, data_dir = dropout_free_text_assets
     args = ["--model_name_or_path", model_dir, "--dataset_name", data_dir, "--num_forget_examples", "16",
             "--output_dir", tmp_path / "out", "--relearn_time", "true", "--retrain_model_name_or_path", model_dir,
-            *SCRUB_FLAGS]  # fmt: skip
+            "--schedule", "fixed", *SCRUB_FLAGS]  # fmt: skip
     result = subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)], cwd=tmp_path, env=zero3_environment("bf16"),
         capture_output=True, text=True, timeout=300,
