@@ -264,8 +264,9 @@ def check_schedule_supported(config: UnlearningConfig) -> None:
     if getattr(config, "schedule", None) != "auto":
         return
     sharded = {
-        "DeepSpeed": getattr(config, "deepspeed_plugin", None) is not None
-        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true",
+        # TrainingArguments builds the plugin for --deepspeed and for `accelerate launch` with DeepSpeed (its env)
+        "DeepSpeed": getattr(config, "deepspeed_plugin", None) is not None,
+        # FSDP from `accelerate launch` only shows in the environment the Accelerator will read
         "FSDP": bool(config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true",
     }
     named = [name for name, used in sharded.items() if used]

@@ -27,6 +27,7 @@ from .config import ScrubConfig
 from .data import label_column_of, label_values
 from .goal import GoalController, target_for
 from .losses import forget_loss, retain_loss
+from .rewind import load_whole_state
 from .schedule import OptimizerStep, Phase, build_schedule
 from .teacher import build_teacher
 from .unlearning_trainer import Tags, UnlearningTrainer
@@ -39,6 +40,17 @@ def _labels(dataset: Any) -> np.ndarray:
     if isinstance(dataset, datasets.Dataset) and label_column_of(dataset) is not None:
         return label_values(dataset, label_column_of(dataset))
     return np.array([int(dataset[i]["labels"]) for i in range(len(dataset))])
+
+
+def _on_cpu(state: Any) -> Any:
+    """A copy of an optimizer state dict with every tensor on CPU (`load_state_dict` moves them back)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_cpu(value) for value in state)
+    return state
 
 
 def check_deterministic(dataset: Any, name: str) -> None:
@@ -102,13 +114,18 @@ class ScrubTrainer(UnlearningTrainer):
                     "verified there). Use schedule='fixed' (e.g. --preset transformer) for sharded runs."
                 )
             validation = self.forget_validation_dataset
+            forget_labels, retain_labels = _labels(forget_dataset), _labels(retain_dataset)
             target = target_for(
-                _labels(forget_dataset),
-                _labels(retain_dataset),
+                forget_labels,
+                retain_labels,
                 0 if validation is None else len(validation),
                 forget_validation_is_unseen,
             )
-            self.goal = GoalController(target, int(args.num_train_epochs), args.forget_epochs)
+            num_classes = self.teacher.num_outputs or len(set(forget_labels) | set(retain_labels))
+            self.goal = GoalController(target, int(args.num_train_epochs), args.forget_epochs, num_classes)
+            # The weights and optimizer state from before the current forget pass, on CPU: a pass that broke the
+            # model is undone (hf_scrub.goal).
+            self._pass_snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
             self._forget_counts = torch.zeros(2, device=self.accelerator.device)
             logger.info("Goal-driven schedule: %s target, budget %d epochs", target.kind, int(args.num_train_epochs))
 
@@ -181,7 +198,27 @@ class ScrubTrainer(UnlearningTrainer):
         if log:
             decision = self.goal.state.history[-1]
             self.log({f"goal_{key}": float(value) for key, value in decision.items() if key != "status"})
+            if self.goal.state.undo_pass:
+                self._undo_forget_pass(epoch)
+            self._pass_snapshot = None
+            if not stop and self.goal.state.forget_pass_open:
+                self._pass_snapshot = (
+                    self._candidate_state(),
+                    _on_cpu(self.optimizer.state_dict()) if self.optimizer is not None else {},
+                )
         return stop
+
+    def _undo_forget_pass(self, epoch: int) -> None:
+        """Restore the weights and optimizer state from before this epoch's forget pass, and record the epoch again
+        with the errors of the model it now is (the previous epoch's), so that the history, SCRUB+R and a resumed
+        run see the model that is kept. The goal's log entry keeps the broken pass's retain error."""
+        weights, optimizer_state = self._pass_snapshot
+        load_whole_state(self.accelerator.unwrap_model(self.model), weights, self._sharding)
+        if optimizer_state:
+            self.optimizer.load_state_dict(optimizer_state)
+        kept = {key: value for key, value in self.scrub_history[-2].items() if key.endswith("_error")}
+        self.log({"scrub_epoch": epoch, **kept})
+        logger.warning("Goal-driven schedule: epoch %d's forget pass broke the model; undone, redone smaller.", epoch)
 
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
         """Replay the epoch decisions of the epochs before the checkpoint, and restore the forget step size they
@@ -191,8 +228,9 @@ class ScrubTrainer(UnlearningTrainer):
         for entry in history:
             self.after_epoch(int(entry["scrub_epoch"]), entry, log=False)
         logged = [entry for entry in self.state.log_history if "goal_forget_scale" in entry]
-        if logged:  # the forget scale moves inside forget passes; the replay above rebuilt the rest
+        if logged:  # the forget scale and its ceiling move inside forget passes; the replay above rebuilt the rest
             self.goal.state.forget_scale = logged[-1]["goal_forget_scale"]
+            self.goal.state.scale_ceiling = logged[-1]["goal_scale_ceiling"]
         self.refresh_learning_rate()
 
     @property

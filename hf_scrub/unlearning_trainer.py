@@ -353,15 +353,16 @@ class UnlearningTrainer(Trainer):
 
     def record_epoch(self, epoch: int) -> bool:
         """Log the forget / retain / forget-validation error of the current model as epoch `epoch`; returns the
-        method's `after_epoch` decision (True: stop here)."""
+        method's `after_epoch` decision (True: stop here). The SCRUB+R candidate is saved after the decision, which
+        may have restored earlier weights (the goal-driven schedule's undone pass)."""
         predictions = predict_splits(self, self._history_datasets())
         entry: dict[str, float] = {"scrub_epoch": epoch}
         for name, split in predictions.items():
             entry[f"{name}_error"] = float(np.mean(split.predictions != split.labels))
         self.log(entry)
+        stop = self.after_epoch(epoch, entry)
         if self.args.rewind:
             self._save_rewind_candidate(epoch)
-        stop = self.after_epoch(epoch, entry)
         self.refresh_learning_rate()
         return stop
 

@@ -1,8 +1,10 @@
-"""The goal-driven schedule's rules (hf_scrub/goal.py) on constructed histories, and one real run of them."""
+"""The goal-driven schedule's rules (hf_scrub/goal.py) on constructed histories, and real runs of them."""
+
+import itertools
 
 import pytest
 
-from hf_scrub.goal import STEP_GROWTH, GoalController, Status, Target, target_for
+from hf_scrub.goal import MIN_SCALE, STEP_GROWTH, GoalController, Status, Target, target_for
 
 
 def test_target_kind_comes_from_the_data():
@@ -30,7 +32,7 @@ def test_selective_status_is_two_sided():
 
 
 def test_range_test_grows_while_short_and_shrinks_faster_once_met():
-    goal = GoalController(Target("class", 64), budget_epochs=5, fallback_forget_epochs=3)
+    goal = GoalController(Target("class", 64), budget_epochs=5, fallback_forget_epochs=3, num_classes=10)
     goal.after_epoch(0, 0.0, 0.03, 0.0, 0.0)
     for _ in range(3):
         goal.after_forget_step(0, 16)  # nothing forgotten yet: x1.5 each
@@ -49,7 +51,7 @@ def test_range_test_grows_while_short_and_shrinks_faster_once_met():
 
 
 def test_epoch_rules_repair_then_stop():
-    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3)
+    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3, num_classes=10)
     assert not goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
     goal.state.forget_scale = 20.0
     # Forgotten, but retain 4.4 % wrong (original 0 %): no forget pass next epoch, stronger retain steps.
@@ -70,7 +72,7 @@ def test_epoch_rules_repair_then_stop():
 
 
 def test_retain_scale_never_falls_below_the_base_learning_rate():
-    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3)
+    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3, num_classes=10)
     goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
     goal.after_epoch(1, 1.0, 1.0, 0.05, 0.0)  # forget scale 1, factor 1.5
     goal.after_epoch(2, 1.0, 1.0, 0.08, 0.0)  # repair-only and worse: factor 1.5 / 2.25 < 1
@@ -79,7 +81,7 @@ def test_retain_scale_never_falls_below_the_base_learning_rate():
 
 
 def test_relearned_forget_set_reopens_the_forget_pass_and_budget_ends_the_run():
-    goal = GoalController(Target("class", 400, 100), budget_epochs=2, fallback_forget_epochs=3)
+    goal = GoalController(Target("class", 400, 100), budget_epochs=2, fallback_forget_epochs=3, num_classes=10)
     goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
     assert not goal.after_epoch(1, 0.5, 0.4, 0.0, 0.0)
     assert goal.state.forget_pass_open
@@ -88,7 +90,7 @@ def test_relearned_forget_set_reopens_the_forget_pass_and_budget_ends_the_run():
 
 
 def test_selective_overshoot_is_repaired_not_stopped():
-    goal = GoalController(Target("selective", 100, 100), budget_epochs=10, fallback_forget_epochs=3)
+    goal = GoalController(Target("selective", 100, 100), budget_epochs=10, fallback_forget_epochs=3, num_classes=10)
     goal.after_epoch(0, 0.0, 0.2, 0.0, 0.0)
     assert not goal.after_epoch(1, 0.4, 0.2, 0.0, 0.0)  # overshot, retain kept: keep going without max-steps
     assert not goal.state.forget_pass_open
@@ -96,11 +98,60 @@ def test_selective_overshoot_is_repaired_not_stopped():
 
 
 def test_without_reference_makes_the_fallback_number_of_forget_passes():
-    goal = GoalController(Target("none", 100), budget_epochs=10, fallback_forget_epochs=2)
+    goal = GoalController(Target("none", 100), budget_epochs=10, fallback_forget_epochs=2, num_classes=10)
     goal.after_epoch(0, 0.0, None, 0.0, 0.0)
     assert not goal.after_epoch(1, 0.1, None, 0.0, 0.0) and goal.state.forget_pass_open
     assert goal.after_epoch(2, 0.1, None, 0.0, 0.0)
     assert "no reference" in goal.state.stopped_because
+
+
+def test_a_pass_that_breaks_the_model_is_undone_and_redone_with_a_smaller_step():
+    """The measured text case: every forget batch still right while the scale grows 1.5x a step over 7 steps, then
+    the pass collapses the model (a 2-class model at 52 % retain error, chance is 50 %)."""
+    goal = GoalController(Target("selective", 112, 200), budget_epochs=10, fallback_forget_epochs=3, num_classes=2)
+    goal.after_epoch(0, 0.0, 0.2, 0.003, 0.003)
+    for _ in range(7):
+        goal.after_forget_step(0, 16)
+    assert goal.state.pass_max_scale == pytest.approx(STEP_GROWTH**6)  # the 7th step's, before it grew again
+    # Broken: retain 0.52 > 0.003 + 0.5 * (0.5 - 0.003). Forget and its reference both 0.99 would count as "met".
+    assert not goal.after_epoch(1, 0.99, 0.99, 0.52, 0.003)
+    assert goal.state.undo_pass and goal.state.passes_undone == 1 and goal.state.forget_pass_open
+    assert goal.state.history[-1]["status"] == "undone" and goal.state.forget_passes == 0
+    assert goal.state.scale_ceiling == pytest.approx(STEP_GROWTH**3)  # sqrt(1 * 1.5**6), below 1.5**6 / 1.5**2
+    assert goal.state.forget_scale == 1.0 and goal.state.last_retain_error == 0.003  # the kept model's
+    for _ in range(7):
+        goal.after_forget_step(0, 16)
+    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**3)  # 1, 1.5, 2.25, 3.375, then held
+    # Just under the threshold (0.2515) is not broken: an ordinary repair follows.
+    assert not goal.after_epoch(2, 0.2, 0.2, 0.25, 0.003)
+    assert not goal.state.undo_pass and not goal.state.forget_pass_open
+    assert goal.after_epoch(3, 0.2, 0.2, 0.01, 0.003)
+    assert goal.state.stopped_because == "goal reached after epoch 3 of at most 10"
+
+
+def test_undoing_the_last_epoch_says_which_model_is_returned():
+    goal = GoalController(Target("class", 400, 100), budget_epochs=2, fallback_forget_epochs=3, num_classes=10)
+    goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
+    assert not goal.after_epoch(1, 0.5, 0.4, 0.0, 0.0)
+    assert goal.after_epoch(2, 1.0, 1.0, 0.6, 0.0)  # retain 0.6 > 0.45: broken, and no epoch left to redo it
+    assert goal.state.undo_pass
+    assert goal.state.stopped_because == (
+        "budget: all 2 epochs run; epoch 2's forget pass broke the model (retain error 0.600, the original's 0.000) "
+        "and was undone, so the result is epoch 1's model: forget target short, retain kept"
+    )
+
+
+def test_an_undone_pass_that_never_grew_still_lowers_the_ceiling():
+    goal = GoalController(Target("class", 400, 100), budget_epochs=50, fallback_forget_epochs=3, num_classes=10)
+    goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
+    ceilings = []
+    for epoch in range(1, 9):
+        goal.after_forget_step(16, 16)  # met at once: the scale only shrinks inside the pass
+        goal.after_epoch(epoch, 1.0, 1.0, 0.9, 0.0)
+        ceilings.append(goal.state.scale_ceiling)
+    assert ceilings[0] == pytest.approx(1 / STEP_GROWTH**2)  # the pass used 1.0 at most: 1.0 / 1.5**2
+    assert all(later < earlier for earlier, later in itertools.pairwise(ceilings) if earlier > MIN_SCALE)
+    assert ceilings[-1] == MIN_SCALE
 
 
 def test_trainer_skips_closed_forget_passes_exactly_and_reports_why_it_stopped(tmp_path, monkeypatch):
@@ -148,3 +199,45 @@ def test_trainer_skips_closed_forget_passes_exactly_and_reports_why_it_stopped(t
     assert trainer.stopped_because == (
         "goal-driven schedule: budget: all 3 epochs run, forget target unjudged, retain NOT kept"
     )
+
+
+def test_trainer_undoes_broken_passes_bit_for_bit(tmp_path):
+    """Through `ScrubTrainer`, every pass judged broken: each epoch is undone, so the run returns the original
+    weights bit for bit with an empty optimizer state, and every recorded epoch shows the original's errors."""
+    import torch
+    from conftest import pixel_dataset, scrub_config, tiny_resnet
+    from transformers import TrainerCallback
+
+    from hf_scrub import ScrubTrainer
+
+    model = tiny_resnet()
+    original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    config = scrub_config(tmp_path, schedule="auto", num_train_epochs=3, learning_rate=0.05)
+    trainer = ScrubTrainer(
+        model=model,
+        args=config,
+        forget_dataset=pixel_dataset(8, seed=1),
+        retain_dataset=pixel_dataset(16, seed=2),
+        forget_validation_dataset=pixel_dataset(8, seed=3),
+    )
+    trainer.goal.chance_error = -10.0  # "broken" from any retain error on: every pass is undone
+    moved_inside_epochs = []
+
+    class Watch(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            state_dict = trainer.model.state_dict()
+            moved_inside_epochs.append(any(not torch.equal(original[n], t) for n, t in state_dict.items()))
+
+    trainer.add_callback(Watch())
+    trainer.train()
+    assert any(moved_inside_epochs)  # the steps did move the weights before each undo
+    assert all(torch.equal(original[name], tensor) for name, tensor in trainer.model.state_dict().items())
+    assert trainer.optimizer.state_dict()["state"] == {}
+    history = trainer.scrub_history
+    assert [entry["scrub_epoch"] for entry in history] == [0, 1, 2, 3]
+    assert all(entry["retain_error"] == history[0]["retain_error"] for entry in history)
+    assert trainer.goal.state.passes_undone == 3
+    assert "epoch 3's forget pass broke the model" in trainer.stopped_because
+    assert "the result is epoch 2's model" in trainer.stopped_because
+    undone = [entry["goal_undo_pass"] for entry in trainer.state.log_history if "goal_undo_pass" in entry]
+    assert undone == [0.0, 1.0, 1.0, 1.0]

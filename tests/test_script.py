@@ -436,3 +436,28 @@ def test_options_that_need_a_second_model_are_refused_under_deepspeed(dropout_fr
     assert "--retrain_model_name_or_path, --relearn_time cannot run under DeepSpeed" in result.stderr
     assert "Loading weights" not in result.stderr  # refused before the model was loaded
     assert not (tmp_path / "out").exists()
+
+
+def test_the_goal_driven_default_is_refused_under_deepspeed_before_the_model_loads(dropout_free_text_assets, tmp_path):
+    model_dir, data_dir = dropout_free_text_assets
+    args = [
+        "--model_name_or_path",
+        model_dir,
+        "--dataset_name",
+        data_dir,
+        "--num_forget_examples",
+        "16",
+        "--output_dir",
+        tmp_path / "out",
+        *SCRUB_FLAGS,
+    ]  # fmt: skip  (no --preset, no --schedule)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], cwd=tmp_path, env=zero3_environment("bf16"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "The goal-driven schedule (schedule=auto, the default without --preset) is not available under DeepSpeed"
+        in (result.stderr)
+    )
+    assert "Loading weights" not in result.stderr and not (tmp_path / "out").exists()

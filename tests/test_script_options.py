@@ -12,7 +12,7 @@ import datasets
 import pandas as pd
 import pytest
 import torch
-from cli_fixtures import assert_complete, results_of, review_rows, scrub
+from cli_fixtures import assert_complete, refused, results_of, review_rows, scrub
 from transformers import AutoModelForSequenceClassification
 
 from hf_scrub import cli
@@ -145,3 +145,34 @@ def test_goal_driven_preset_stops_on_its_target_and_says_so(assets, tmp_path, ca
     epochs = int(verdict["stopped_because"].split("after epoch ")[1].split()[0])
     assert 1 <= epochs < 6
     assert f"goal reached after epoch {epochs} of at most 6" in capsys.readouterr().out
+
+
+def test_without_preset_or_schedule_scrub_is_goal_driven_and_schedule_fixed_is_the_papers(assets, tmp_path):
+    """The CLI's default for --method scrub is the goal-driven preset (`cli.DEFAULT_PRESET`): it stops on its own
+    target and says so; `--schedule fixed` gives the paper's schedule, which runs every epoch of its budget."""
+    data = data_dict(tmp_path)
+    runs = {}
+    for schedule in (None, "fixed"):
+        argv = scrub(assets, tmp_path, "--forget_classes", "1", data=data, out=f"out-{schedule}", schedule=schedule)
+        argv[argv.index("--num_train_epochs") + 1] = "4"
+        assert ("--schedule" in argv) == (schedule is not None)
+        assert cli.main(argv) == 0
+        runs[schedule] = assert_complete(tmp_path / f"out-{schedule}")
+    auto, fixed = runs[None], runs["fixed"]
+    assert auto["hyperparameters"]["schedule"] == "auto" and fixed["hyperparameters"]["schedule"] == "fixed"
+    # The preset's own setting arrives; the fixed schedule keeps ScrubConfig's default (no bound).
+    assert auto["hyperparameters"]["retain_steps_per_forget_step"] == 1.0
+    assert fixed["hyperparameters"]["retain_steps_per_forget_step"] is None
+    assert auto["verdict"]["stopped_because"].startswith("goal-driven schedule: goal reached after epoch ")
+    assert len(auto["history"]) < 4 + 1
+    assert [entry["epoch"] for entry in fixed["history"]] == [0, 1, 2, 3, 4]
+    assert "goal-driven" not in fixed["verdict"]["stopped_because"]
+
+
+def test_the_goal_driven_default_is_refused_under_fsdp_before_the_model_loads(
+    assets, tmp_path, capsys, loads, monkeypatch
+):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
+    argv = scrub(assets, tmp_path, "--forget_classes", "1", schedule=None)
+    refused(capsys, argv, "The goal-driven schedule", "not available under FSDP", "--schedule fixed")
+    assert loads == [] and not (tmp_path / "out").exists()
