@@ -6,7 +6,9 @@
 (b) loop: one SCRUB epoch (forget pass of max-steps + retain pass of min-steps) through `ScrubTrainer` over the same
     epoch in a minimal plain-PyTorch loop written from the spec (docs/design.md §2): the cost of the HF machinery.
     Target: <= 1.10.
-(d) scaling: SCRUB wall time as the forget set and the retain set grow.
+(d) scaling: one SCRUB epoch's wall time as the forget set and the retain set grow, for the paper's fixed schedule
+    (retain pass over the whole retain set) and the `auto` preset (retain steps bounded by the forget pass).
+    Target (issue 10): with the forget set fixed, `auto` grows by at most 1.3x as the retain set grows 4x.
 
     python benchmarks/speed.py                      # CPU, all parts (a few minutes on 2 cores)
     python benchmarks/speed.py --device cuda        # on a GPU (bf16 for the step part)
@@ -185,12 +187,20 @@ def spec_epoch_seconds(model, forget, retain, device: str, forget_batch: int, re
     return time.perf_counter() - start
 
 
-def trainer_epoch_seconds(model, forget, retain, device: str, forget_batch: int, retain_batch: int) -> float:
+def trainer_epoch_seconds(
+    model, forget, retain, device: str, forget_batch: int, retain_batch: int, schedule: str = "fixed"
+) -> float:
+    """Seconds of one `ScrubTrainer.train()` epoch. `schedule="fixed"`: the paper's epoch (a retain pass over the
+    whole retain set, no history); "auto": the `auto` preset's epoch with a budget of one epoch (retain steps bounded
+    by the forget pass, teacher memoised, history on at most `history_retain_examples` retain examples)."""
     with tempfile.TemporaryDirectory() as out:
-        args = ScrubConfig(
-            **common_args(out, device, retain_batch, bf16=False), per_device_forget_batch_size=forget_batch,
-            forget_epochs=1, history_retain_examples=0, lr_scheduler_type="constant", weight_decay=0.0,
-        )  # fmt: skip
+        common = {**common_args(out, device, retain_batch, bf16=False), "per_device_forget_batch_size": forget_batch}
+        if schedule == "auto":
+            args = ScrubConfig.from_preset("auto", **common)
+        else:
+            args = ScrubConfig(
+                **common, forget_epochs=1, history_retain_examples=0, lr_scheduler_type="constant", weight_decay=0.0
+            )
         trainer = ScrubTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain)
         sync(device)
         start = time.perf_counter()  # the whole `train()`: data loading, schedule, history and all
@@ -257,16 +267,19 @@ def part_scaling(device: str, repeats: int, quick: bool) -> dict:
         rows = []
         for size in sizes:
             n_forget, n_retain = (size, 1024) if axis == "forget" else (128, size)
-            seconds = []
-            for _ in range(repeats):
-                torch.manual_seed(0)
-                seconds.append(
-                    trainer_epoch_seconds(
-                        small_resnet(), image_data(n_forget, 1), image_data(n_retain, 2), device, 32, 64
-                    )
-                )
-            rows.append({"forget": n_forget, "retain": n_retain, "epoch_seconds": statistics.median(seconds)})
+            row = {"forget": n_forget, "retain": n_retain}
+            for schedule in ("fixed", "auto"):
+                seconds = []
+                for _ in range(repeats):
+                    torch.manual_seed(0)
+                    forget, retain = image_data(n_forget, 1), image_data(n_retain, 2)
+                    seconds.append(trainer_epoch_seconds(small_resnet(), forget, retain, device, 32, 64, schedule))
+                row[f"{schedule}_epoch_seconds"] = statistics.median(seconds)
+            rows.append(row)
         results[f"vs_{axis}"] = rows
+        for schedule in ("fixed", "auto"):  # largest over smallest: the growth the issue-10 target bounds
+            key = f"{schedule}_epoch_seconds"
+            results[f"{schedule}_growth_vs_{axis}"] = rows[-1][key] / rows[0][key]
     return results
 
 

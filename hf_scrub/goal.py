@@ -233,7 +233,8 @@ class GoalController:
         state.undo_pass = True
         state.passes_undone += 1
         largest = state.pass_max_scale
-        state.scale_ceiling = max(min(math.sqrt(state.pass_start_scale * largest), largest / STEP_GROWTH**2), MIN_SCALE)
+        middle = math.sqrt(state.pass_start_scale * largest)
+        state.scale_ceiling = max(min(middle, largest / STEP_GROWTH**2), MIN_SCALE)
         state.forget_scale = min(state.pass_start_scale, state.scale_ceiling)
         if epoch >= self.budget_epochs:
             state.stopped_because = (
@@ -244,6 +245,16 @@ class GoalController:
         self._start_pass()
         state.history.append({"epoch": epoch, "status": "undone", "retain_kept": False, **self._log_state()})
         return state.stopped_because is not None
+
+    def replay_undo(self, epoch: int) -> None:
+        """On resume: `epoch`'s pass was undone (logged); its history entry is the model kept, not the broken one,
+        so replaying it through `after_epoch` would count a pass that was not kept. The scale and its ceiling come
+        from the log."""
+        state = self.state
+        state.undo_pass = True
+        state.passes_undone += 1
+        self._start_pass()
+        state.history.append({"epoch": epoch, "status": "undone", "retain_kept": False, **self._log_state()})
 
     def _start_pass(self) -> None:
         """The next forget pass keeps its own running error and range."""

@@ -200,13 +200,15 @@ class ScrubTrainer(UnlearningTrainer):
             self.log({f"goal_{key}": float(value) for key, value in decision.items() if key != "status"})
             if self.goal.state.undo_pass:
                 self._undo_forget_pass(epoch)
-            self._pass_snapshot = None
-            if not stop and self.goal.state.forget_pass_open:
-                self._pass_snapshot = (
-                    self._candidate_state(),
-                    _on_cpu(self.optimizer.state_dict()) if self.optimizer is not None else {},
-                )
+            self._snapshot_before_pass(stop)
         return stop
+
+    def _snapshot_before_pass(self, stop: bool) -> None:
+        """Keep the weights and optimizer state (on CPU) when the next epoch has a forget pass, for its undo."""
+        self._pass_snapshot = None
+        if not stop and self.goal.state.forget_pass_open:
+            optimizer_state = _on_cpu(self.optimizer.state_dict()) if self.optimizer is not None else {}
+            self._pass_snapshot = (self._candidate_state(), optimizer_state)
 
     def _undo_forget_pass(self, epoch: int) -> None:
         """Restore the weights and optimizer state from before this epoch's forget pass, and record the epoch again
@@ -221,16 +223,23 @@ class ScrubTrainer(UnlearningTrainer):
         logger.warning("Goal-driven schedule: epoch %d's forget pass broke the model; undone, redone smaller.", epoch)
 
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
-        """Replay the epoch decisions of the epochs before the checkpoint, and restore the forget step size they
-        logged."""
+        """Replay the epoch decisions of the epochs before the checkpoint (an undone pass as undone), and restore the
+        forget step size and its ceiling they logged."""
         if self.goal is None:
             return
+        undone = {int(entry["goal_epoch"]) for entry in self.state.log_history if entry.get("goal_undo_pass")}
         for entry in history:
-            self.after_epoch(int(entry["scrub_epoch"]), entry, log=False)
+            epoch = int(entry["scrub_epoch"])
+            if epoch in undone:
+                self.goal.replay_undo(epoch)
+            else:
+                self.after_epoch(epoch, entry, log=False)
         logged = [entry for entry in self.state.log_history if "goal_forget_scale" in entry]
         if logged:  # the forget scale and its ceiling move inside forget passes; the replay above rebuilt the rest
             self.goal.state.forget_scale = logged[-1]["goal_forget_scale"]
-            self.goal.state.scale_ceiling = logged[-1]["goal_scale_ceiling"]
+            self.goal.state.scale_ceiling = logged[-1].get("goal_scale_ceiling", self.goal.state.scale_ceiling)
+        # A checkpoint saved mid-epoch resumes inside a pass: an undo then returns to the checkpoint, not the start.
+        self._snapshot_before_pass(self.goal.state.stopped_because is not None)
         self.refresh_learning_rate()
 
     @property

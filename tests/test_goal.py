@@ -241,3 +241,57 @@ def test_trainer_undoes_broken_passes_bit_for_bit(tmp_path):
     assert "the result is epoch 2's model" in trainer.stopped_because
     undone = [entry["goal_undo_pass"] for entry in trainer.state.log_history if "goal_undo_pass" in entry]
     assert undone == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_resumed_after_an_undone_pass_ends_where_the_uninterrupted_run_does(tmp_path, monkeypatch):
+    """Epoch 2's pass is judged broken in the full run and undone; a run resumed from the checkpoint saved at that
+    epoch's end (the restored model, its epoch recorded again) replays the decisions, restores the lowered scale
+    ceiling from the log, and ends with the same weights."""
+    import torch
+    from conftest import pixel_dataset, scrub_config, tiny_resnet
+
+    import hf_scrub.goal
+    from hf_scrub import ScrubTrainer
+
+    monkeypatch.setattr(hf_scrub.goal, "RETAIN_TOLERANCE", -1.0)  # never stops early: every epoch runs
+
+    def trainer(out):
+        return ScrubTrainer(
+            model=tiny_resnet(),
+            args=scrub_config(
+                tmp_path,
+                output_dir=str(out),
+                schedule="auto",
+                num_train_epochs=5,
+                forget_epochs=3,
+                save_strategy="epoch",
+            ),
+            forget_dataset=pixel_dataset(8, seed=1),
+            retain_dataset=pixel_dataset(16, seed=2),
+            forget_validation_dataset=pixel_dataset(8, seed=3),
+            forget_validation_is_unseen=False,  # no target: 3 kept forget passes (forget_epochs), then repair only
+        )
+
+    full = trainer(tmp_path / "full")
+    decide = full.goal.after_epoch
+
+    def break_epoch_two(epoch, *args, **kwargs):
+        full.goal.chance_error = -10.0 if epoch == 2 else 1 - 1 / 3
+        return decide(epoch, *args, **kwargs)
+
+    full.goal.after_epoch = break_epoch_two
+    full.train()
+    undone = {
+        entry["goal_epoch"]: entry["goal_undo_pass"] for entry in full.state.log_history if "goal_epoch" in entry
+    }
+    assert undone == {0: 0.0, 1: 0.0, 2: 1.0, 3: 0.0, 4: 0.0, 5: 0.0}
+    assert full.goal.state.scale_ceiling < hf_scrub.goal.MAX_SCALE
+    open_passes = [entry["forget_pass_open"] for entry in full.goal.state.history]
+    assert open_passes == [True, True, True, True, False, False]  # passes 1, (2 undone, redone as) 3, 4; then repair
+    checkpoints = sorted((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resumed = trainer(tmp_path / "resumed")
+    resumed.train(resume_from_checkpoint=str(checkpoints[1]))  # saved at the end of epoch 2
+    assert resumed.goal.state.scale_ceiling == full.goal.state.scale_ceiling
+    assert resumed.scrub_history == full.scrub_history
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
