@@ -80,6 +80,16 @@ def test_retain_scale_never_falls_below_the_base_learning_rate():
     assert goal.lr_scale(forget_step=False) == 1.0
 
 
+def test_repair_after_a_pass_that_shrank_the_forget_scale_still_grows():
+    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3, num_classes=10)
+    goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
+    goal.state.forget_scale = MIN_SCALE  # the target was met early in the pass: the scale shrank to its floor
+    goal.after_epoch(1, 1.0, 1.0, 0.05, 0.0)
+    assert goal.lr_scale(forget_step=False) == pytest.approx(STEP_GROWTH)  # 1 x 1.5, not 0.1 x 1.5 floored at 1
+    goal.after_epoch(2, 1.0, 1.0, 0.04, 0.0)
+    assert goal.lr_scale(forget_step=False) == pytest.approx(STEP_GROWTH**2)
+
+
 def test_relearned_forget_set_reopens_the_forget_pass_and_budget_ends_the_run():
     goal = GoalController(Target("class", 400, 100), budget_epochs=2, fallback_forget_epochs=3, num_classes=10)
     goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
