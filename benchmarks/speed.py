@@ -196,7 +196,7 @@ def trainer_epoch_seconds(
     with tempfile.TemporaryDirectory() as out:
         common = {**common_args(out, device, retain_batch, bf16=False), "per_device_forget_batch_size": forget_batch}
         if schedule == "auto":
-            args = ScrubConfig.from_preset("auto", **common)
+            args = ScrubConfig.from_preset("auto", **common, forget_epochs=1)
         else:
             args = ScrubConfig(
                 **common, forget_epochs=1, history_retain_examples=0, lr_scheduler_type="constant", weight_decay=0.0
