@@ -233,8 +233,6 @@ class GoalController:
         """The forget pass of `epoch` broke the model: undo it (the trainer restores the weights) and redo it with
         the scale capped between where it started and the largest it used. The kept state is the last epoch's."""
         state = self.state
-        state.undo_pass = True
-        state.passes_undone += 1
         largest = state.pass_max_scale
         middle = math.sqrt(state.pass_start_scale * largest)
         state.scale_ceiling = max(min(middle, largest / STEP_GROWTH**2), MIN_SCALE)
@@ -245,14 +243,13 @@ class GoalController:
                 f"error {retain_error:.3f}, the original's {original_retain:.3f}) and was undone, so the result is "
                 f"epoch {epoch - 1}'s model: {state.last_standing}"
             )
-        self._start_pass()
-        state.history.append({"epoch": epoch, "status": "undone", "retain_kept": False, **self._log_state()})
+        self.replay_undo(epoch)
         return state.stopped_because is not None
 
     def replay_undo(self, epoch: int) -> None:
-        """On resume: `epoch`'s pass was undone (logged); its history entry is the model kept, not the broken one,
-        so replaying it through `after_epoch` would count a pass that was not kept. The scale and its ceiling come
-        from the log."""
+        """Record `epoch`'s pass as undone. Also the resume path: there its history entry is the model kept, not the
+        broken one, so replaying it through `after_epoch` would count a pass that was not kept; the scale and its
+        ceiling come from the log."""
         state = self.state
         state.undo_pass = True
         state.passes_undone += 1
