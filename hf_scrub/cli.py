@@ -24,6 +24,7 @@ from .baselines import METHODS
 from .config import PRESETS, ScrubConfig, preset_values
 from .hub import HubPushError
 from .pipeline import ScriptArguments, TargetNotMetError, run_unlearning
+from .tasks import is_causal_lm_request
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 METHOD_CONFIGS = {"scrub": ScrubConfig, **{name: config for name, (_, config) in METHODS.items()}}
@@ -61,7 +62,8 @@ HELP_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
         "epochs are retain passes only.",
         ("alpha", "gamma", "kd_temperature", "forget_epochs", "num_train_epochs", "per_device_forget_batch_size")
         + ("per_device_train_batch_size", "rewind", "retain_fraction", "cache_teacher_outputs", "lr_decay_epochs")
-        + ("lr_decay_factor", "history_retain_examples", "check_forget_retain_overlap"),
+        + ("lr_decay_factor", "history_retain_examples", "check_forget_retain_overlap", "token_chunk_size")
+        + ("retain_warmup_steps",),
     ),
     "Evaluation and Hub": (
         "What is measured besides the before/after accuracies, where the results go.",
@@ -179,6 +181,16 @@ def build_parser(method: str) -> HfArgumentParser:
 
 
 DEFAULT_PRESET = "auto"  # --method scrub with neither --preset nor --schedule
+LLM_PRESET = "llm"  # the same for a causal LM (the goal-driven schedule is for classifiers)
+
+
+def _put_back(rest: list[str], known: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The options the pre-parser read only to choose defaults, returned to the argument list for the real parser."""
+    for name in names:
+        value = getattr(known, name)
+        if value is not None:
+            rest = [f"--{name}", value, *rest]
+    return rest
 
 
 def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
@@ -190,21 +202,34 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     pre.add_argument("--preset")
     pre.add_argument("--method")
     pre.add_argument("--schedule")
+    pre.add_argument("--task")
+    pre.add_argument("--model_name_or_path")
     known, rest = pre.parse_known_args(argv)
+    rest = _put_back(rest, known, ("task", "model_name_or_path"))
     file_values = _read_config_file(known.config) if known.config else {}
     if known.schedule is not None:
         file_values["schedule"] = known.schedule  # the command line wins over the file, as for every option
     preset = known.preset or file_values.get("preset")
+    causal_lm = is_causal_lm_request(
+        known.task or file_values.get("task"), known.model_name_or_path or file_values.get("model_name_or_path")
+    )
     method = known.method or file_values.get("method", "scrub")
     if method == "scrub" and preset is None and "schedule" not in file_values:
         # A user without an oracle or a sweep gets the schedule that adapts to their model (docs/design.md §18);
         # the paper's fixed recipe is one flag away: --schedule fixed, or one of its presets.
-        preset = DEFAULT_PRESET
+        preset = LLM_PRESET if causal_lm else DEFAULT_PRESET
     if method not in METHOD_CONFIGS:
         raise ValueError(f"Unknown --method {method!r}; choose one of {sorted(METHOD_CONFIGS)}.")
     if preset and method != "scrub":
         raise ValueError(f"--preset {preset} holds SCRUB settings; it applies to --method scrub, not {method}.")
-    defaults = {**(preset_values(preset) if preset else {}), **file_values, "preset": preset, "method": method}
+    # A causal LM trains LoRA adapters unless told otherwise: the teacher is the same model with adapters disabled.
+    defaults = {
+        **({"use_peft": True} if causal_lm else {}),
+        **(preset_values(preset) if preset else {}),
+        **file_values,
+        "preset": preset,
+        "method": method,
+    }
 
     parser = build_parser(method)
     known_dests = {action.dest for action in parser._actions}

@@ -86,6 +86,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "retain_steps_per_forget_step": 1.0,
         "history_retain_examples": 500,
     },
+    # Causal LMs (docs/design.md §19), with LoRA adapters (the CLI's default for them): the fixed schedule,
+    # measured on the LLM demo's fictitious facts (BENCHMARKS.md).
+    "llm": {
+        "schedule": "fixed",
+        "optim": "adamw_torch",
+        "learning_rate": 1e-4,
+        "weight_decay": 0.0,
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 1.0,
+        "gamma": 1.0,
+        "alpha": 0.5,
+        "kd_temperature": 1.0,
+        "forget_epochs": 3,
+        "num_train_epochs": 4,
+        "per_device_forget_batch_size": 8,
+        "per_device_train_batch_size": 8,
+    },
     "small": {
         "optim": "adamw_torch",
         "learning_rate": 5e-4,
@@ -286,9 +303,30 @@ class ScrubConfig(UnlearningConfig):
         },
     )
 
+    token_chunk_size: int = field(
+        default=512,
+        metadata={
+            "help": "Causal LMs: next-token positions per chunk of the float32 distance over the vocabulary (bounds "
+            "its extra memory; each chunk is recomputed in the backward pass)."
+        },
+    )
+    retain_warmup_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Min-steps run before the first forget pass (taken from the first epoch's retain pass). At the "
+            "start the student equals the teacher, where a max-step's gradient is exactly zero (fresh LoRA "
+            "adapters, dropout-free models); a min-step first moves it off that point. Unset: 1 for causal LMs, "
+            "0 (the paper's order) otherwise."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_temperature(self.kd_temperature)
+        if self.token_chunk_size < 1:
+            raise ValueError(f"token_chunk_size must be >= 1, got {self.token_chunk_size}.")
+        if self.retain_warmup_steps is not None and self.retain_warmup_steps < 0:
+            raise ValueError(f"retain_warmup_steps must be >= 0 (or unset), got {self.retain_warmup_steps}.")
         for name in ("alpha", "gamma"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -313,7 +351,7 @@ class ScrubConfig(UnlearningConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ScrubConfig:
-        """Build a config from a named preset (`auto`, `selective`, `class`, `small`, `transformer`); keyword
+        """Build a config from a named preset (`auto`, `selective`, `class`, `small`, `transformer`, `llm`); keyword
         arguments override it."""
         return cls(**{**preset_values(name), **overrides})
 

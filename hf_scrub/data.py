@@ -280,8 +280,11 @@ def assert_disjoint_rows(parts: dict[str, np.ndarray], num_rows: int) -> None:
         owner[rows] = index
 
 
-def _held_out_rows(rows: np.ndarray, labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split `rows` into (kept, held out), stratified by label when every class has at least two rows."""
+def _held_out_rows(
+    rows: np.ndarray, labels: np.ndarray | None, test_size: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split `rows` into (kept, held out), stratified by label (when there are labels) when every class has at least
+    two rows."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < test_size < 1:
@@ -291,8 +294,10 @@ def _held_out_rows(rows: np.ndarray, labels: np.ndarray, test_size: float, seed:
             f"The dataset has no test split and only {len(rows)} retain example(s) to hold one out from. "
             "Pass a test split (--test_split) or more data."
         )
-    counts = np.unique(labels[rows], return_counts=True)[1]
-    stratify = labels[rows] if counts.min() >= 2 and round(test_size * len(rows)) >= len(counts) else None
+    stratify = None
+    if labels is not None:
+        counts = np.unique(labels[rows], return_counts=True)[1]
+        stratify = labels[rows] if counts.min() >= 2 and round(test_size * len(rows)) >= len(counts) else None
     if stratify is None:
         logger.warning("The held-out test split is not stratified: some class has fewer than 2 retain examples.")
     kept, held_out = train_test_split(rows, test_size=test_size, random_state=seed, stratify=stratify)
@@ -302,7 +307,7 @@ def _held_out_rows(rows: np.ndarray, labels: np.ndarray, test_size: float, seed:
 def make_unlearning_splits(
     dataset: Dataset | DatasetDict,
     *,
-    label_column: str = "label",
+    label_column: str | None = "label",
     forget_classes: Sequence[int | str] | None = None,
     num_forget_examples: int | None = None,
     forget_indices: Sequence[Any] | str | Path | None = None,
@@ -328,7 +333,17 @@ def make_unlearning_splits(
     forget row), and `warnings` says that the original model saw it (docs/design.md §15). Forget, retain and
     held-out rows are then checked to be disjoint by position, and retain examples identical to a forget example are
     dropped (they would make the request contradictory).
+
+    `label_column=None` is for data without class labels (a causal LM's text): examples are then forgotten by
+    number, index, id, column or split, and the forget-validation examples are the whole test split (held-out text
+    of the same distribution).
     """
+    if label_column is None and forget_classes:
+        raise ValueError(
+            "forget_classes needs class labels, and this data has none (a causal LM's text). Say what to forget with "
+            "forget_indices (--forget_indices_file), forget_column (--forget_column), num_forget_examples, or "
+            "'forget' and 'retain' splits."
+        )
     if num_forget_examples is not None and num_forget_examples < 1:
         raise ValueError(f"num_forget_examples must be a positive number of examples, got {num_forget_examples}.")
     forget_split_given = isinstance(dataset, DatasetDict) and "forget" in dataset and "retain" in dataset
@@ -360,18 +375,19 @@ def make_unlearning_splits(
     else:
         base_name, train, test = train_split, dataset, None
     require_columns(train, {"label_column": label_column, "id_column": id_column, "forget_column": forget_column})
-    if test is not None:
+    if test is not None and label_column is not None:
         require_columns(test, {"label_column": label_column}, where="the test split")
         check_labels(test, label_column, test_split or "test")
-    names = class_names_of(train, label_column)
-    labels = check_labels(train, label_column, base_name)
+    names = class_names_of(train, label_column) if label_column is not None else None
+    labels = check_labels(train, label_column, base_name) if label_column is not None else None
 
     # 1. The forget request, on the training split as given.
     classes: list[int] = []
     if forget_split_given and not chosen:
         forget, forget_type = dataset["forget"], "splits"
-        require_columns(forget, {"label_column": label_column}, where="the forget split")
-        check_labels(forget, label_column, "forget")
+        if label_column is not None:
+            require_columns(forget, {"label_column": label_column}, where="the forget split")
+            check_labels(forget, label_column, "forget")
         forget_positions = np.array([], dtype=np.int64)  # the forget split is not part of `train`
         forget_rows: list[Any] = list(range(len(forget)))
     else:
@@ -437,10 +453,12 @@ def make_unlearning_splits(
     else:
         retain = _drop_duplicates_of(retain, forget)
 
-    forget_labels = label_values(forget, label_column)
-    validation_classes = classes or sorted(set(forget_labels.tolist()))
-    test_labels = label_values(test, label_column)
-    forget_validation = test.select(np.flatnonzero(np.isin(test_labels, validation_classes)))
+    if label_column is None:
+        forget_validation = test
+    else:
+        validation_classes = classes or sorted(set(label_values(forget, label_column).tolist()))
+        test_labels = label_values(test, label_column)
+        forget_validation = test.select(np.flatnonzero(np.isin(test_labels, validation_classes)))
     if len(forget_validation) == 0:
         warnings.append(
             "The test split has no example of the forget set's classes, so nothing unseen from the forget set's "

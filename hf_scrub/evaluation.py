@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 from transformers import Trainer
 
+from .lm_losses import token_predictions
+from .lm_metrics import greedy_match_rate
+from .losses import IGNORE_INDEX
 from .metrics.functional import membership_inference_attack, per_example_cross_entropy, unlearning_accuracy
+from .tasks import is_causal_lm
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +41,61 @@ class SplitPredictions:
     def losses(self) -> np.ndarray:
         return per_example_cross_entropy(self.logits, self.labels)
 
+    @property
+    def error(self) -> float:
+        """Fraction of examples predicted wrong."""
+        return float(np.mean(self.predictions != self.labels))
 
-def predict_splits(trainer: Trainer, datasets: Mapping[str, Any]) -> dict[str, SplitPredictions]:
-    """Run `trainer.predict` on every non-empty split."""
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions, references) of every scored item: here, every example."""
+        return self.predictions, self.labels
+
+
+@dataclass
+class TokenPredictions:
+    """A causal LM's predictions on one split, per position: from `hf_scrub.lm_losses.token_predictions`.
+
+    ``outputs[i, j]`` holds the argmax for token ``j`` of example ``i`` and the float32 log-probability of its label;
+    only positions with ``labels != -100`` (after the first) are scored. Accuracies, errors and the membership
+    attack's losses are over those tokens (docs/design.md §19).
+    """
+
+    outputs: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        mask = self.labels != IGNORE_INDEX
+        mask[:, 0] = False  # the first token is never predicted
+        return mask
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.outputs[..., 0][self.mask].astype(np.int64), self.labels[self.mask]
+
+    @property
+    def error(self) -> float:
+        """Fraction of loss-carrying tokens whose greedy next-token prediction is wrong."""
+        predictions, references = self.flat()
+        return float(np.mean(predictions != references))
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Per example, the mean negative log-likelihood of its loss-carrying tokens."""
+        mask = self.mask
+        return -(self.outputs[..., 1] * mask).sum(-1) / np.maximum(mask.sum(-1), 1)
+
+
+def predict_splits(trainer: Trainer, datasets: Mapping[str, Any]) -> dict[str, SplitPredictions | TokenPredictions]:
+    """Run `trainer.predict` on every non-empty split (a causal LM's through `token_predictions`)."""
     results = {}
     for name, dataset in datasets.items():
         if dataset is None or len(dataset) == 0:
             continue
         output = trainer.predict(dataset, metric_key_prefix=name)
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-        results[name] = SplitPredictions(np.asarray(logits), np.asarray(output.label_ids))
+        logits, labels = np.asarray(logits), np.asarray(output.label_ids)
+        token_level = labels.ndim == 2 and logits.ndim == 3 and logits.shape[-1] == 2
+        results[name] = TokenPredictions(logits, labels) if token_level else SplitPredictions(logits, labels)
     return results
 
 
@@ -55,12 +104,13 @@ def unlearning_report(
 ) -> dict[str, float]:
     """Accuracies per split (plus forgotten / remaining-class test accuracy) and the membership attack."""
     names = [name for name in SPLITS if name in predictions]
-    if "test" not in predictions or not np.isin(predictions["test"].labels, list(forget_classes)).any():
+    if "test" not in predictions or not np.isin(predictions["test"].flat()[1], list(forget_classes)).any():
         forget_classes = ()  # no test example of the forgotten classes: their test accuracy is undefined
+    flat = {name: predictions[name].flat() for name in names}
     report = unlearning_accuracy(
-        predictions=np.concatenate([predictions[n].predictions for n in names]),
-        references=np.concatenate([predictions[n].labels for n in names]),
-        splits=np.concatenate([[n] * len(predictions[n].labels) for n in names]),
+        predictions=np.concatenate([flat[n][0] for n in names]),
+        references=np.concatenate([flat[n][1] for n in names]),
+        splits=np.concatenate([[n] * len(flat[n][1]) for n in names]),
         forget_classes=list(forget_classes) or None,
     )
     if "forget" in predictions:
@@ -80,14 +130,31 @@ def unlearning_report(
 def evaluate_model(
     trainer: Trainer, datasets: Mapping[str, Any], forget_classes: Sequence[int] = (), seed: int = 0
 ) -> dict[str, float]:
-    """`predict_splits` then `unlearning_report` for the trainer's current model.
+    """`predict_splits` then `unlearning_report` for the trainer's current model; for a causal LM on prompt /
+    completion data also each split's greedy answer match rate (`{split}_answer_accuracy`).
 
     To evaluate another model (e.g. a retrained one) with the same batching, precision and processes, pass
     `prediction_trainer(model, trainer.args, trainer.data_collator)`.
     """
-    return unlearning_report(predict_splits(trainer, datasets), forget_classes, seed)
+    predictions = predict_splits(trainer, datasets)
+    report = unlearning_report(predictions, forget_classes, seed)
+    if any(isinstance(split, TokenPredictions) for split in predictions.values()):
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = trainer.processing_class
+        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        for name in predictions:
+            rate = greedy_match_rate(model, datasets[name], pad_token_id, trainer.args.per_device_eval_batch_size)
+            if rate is not None:
+                report[f"{name}_answer_accuracy"] = rate
+    return report
 
 
 def prediction_trainer(model: Any, args: Any, data_collator: Any = None, processing_class: Any = None) -> Trainer:
     """A plain `Trainer` used only to run `predict` for `model` under the given arguments."""
-    return Trainer(model=model, args=args, data_collator=data_collator, processing_class=processing_class)
+    return Trainer(
+        model=model,
+        args=args,
+        data_collator=data_collator,
+        processing_class=processing_class,
+        preprocess_logits_for_metrics=token_predictions if is_causal_lm(model) else None,
+    )

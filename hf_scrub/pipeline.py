@@ -33,6 +33,7 @@ from .data import (
 from .evaluation import evaluate_model, prediction_trainer
 from .evidence import save_unlearning_report
 from .hub import push_folder_to_hub
+from .lm_data import detect_lm_format
 from .output import (
     RESULTS_FILE,
     RequestStamp,
@@ -41,16 +42,18 @@ from .output import (
 )
 from .relearn import relearn_time
 from .tasks import (
+    CAUSAL_LM,
     IMAGE_CLASSIFICATION,
     TASKS,
     check_model_matches_labels,
     check_model_reference,
     data_collator_for,
     infer_task,
-    load_model_and_processor,
+    load_model,
+    load_processor,
     prepare_dataset,
 )
-from .trainer import ScrubTrainer
+from .trainer import ScrubTrainer, check_causal_lm_settings
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +89,19 @@ class ScriptArguments:
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     task: str | None = field(
         default=None,
-        metadata={"help": "image-classification or text-classification; inferred from the columns when omitted."},
+        metadata={
+            "help": "image-classification, text-classification or causal-lm; inferred from the model and the columns "
+            "when omitted (causal-lm for a ...ForCausalLM model or prompt/completion or messages data)."
+        },
     )
     image_column: str = field(default="image", metadata={"help": "Column with the images (image tasks)."})
-    text_column: str = field(default="text", metadata={"help": "Column with the text (text tasks)."})
-    label_column: str = field(default="label", metadata={"help": "Column with the integer class labels."})
+    text_column: str = field(
+        default="text",
+        metadata={"help": "Column with the text (text tasks; causal-lm plain-text data, every token trained on)."},
+    )
+    label_column: str = field(
+        default="label", metadata={"help": "Column with the integer class labels (classifiers; causal-lm has none)."}
+    )
     id_column: str | None = field(
         default=None, metadata={"help": "Column with example ids; --forget_indices_file then lists ids."}
     )
@@ -152,7 +163,10 @@ class ScriptArguments:
     relearn_max_epochs: int = field(default=10, metadata={"help": "Upper bound for the relearn-time measurement."})
     use_peft: bool = field(
         default=False,
-        metadata={"help": "Train fresh LoRA adapters only; the teacher is the model with adapters disabled."},
+        metadata={
+            "help": "Train fresh LoRA adapters only; the teacher is the model with adapters disabled (no second "
+            "copy). The CLI's default for a causal LM (--task causal-lm or a ...ForCausalLM model) is true."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r)."})
@@ -191,15 +205,19 @@ def load_any_dataset(name: str, config_name: str | None = None) -> datasets.Data
 
 def lora_config(script_args: ScriptArguments, task: str) -> Any:
     """The `peft.LoraConfig` of `--use_peft`: for text the SEQ_CLS task (it keeps the classifier head trainable),
-    for images the classifier listed in `modules_to_save`."""
+    for images the classifier listed in `modules_to_save`, for causal LMs every linear layer of the blocks (the
+    output head, often tied to the embeddings, stays frozen)."""
     from peft import LoraConfig, TaskType
 
     common = dict(
         r=script_args.lora_r,
         lora_alpha=script_args.lora_alpha,
         lora_dropout=script_args.lora_dropout,
-        target_modules=script_args.lora_target_modules or ("all-linear" if task == IMAGE_CLASSIFICATION else None),
+        target_modules=script_args.lora_target_modules
+        or ("all-linear" if task in (IMAGE_CLASSIFICATION, CAUSAL_LM) else None),
     )
+    if task == CAUSAL_LM:
+        return LoraConfig(**common, task_type=TaskType.CAUSAL_LM)
     if task == IMAGE_CLASSIFICATION:
         return LoraConfig(**common, modules_to_save=["classifier"])
     return LoraConfig(**common, task_type=TaskType.SEQ_CLS)
@@ -233,18 +251,26 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
         reference = dataset[name]
     if script_args.task is not None and script_args.task not in TASKS:
         raise ValueError(f"Unknown --task {script_args.task!r}; choose one of {', '.join(TASKS)}.")
-    task = script_args.task or infer_task(reference, script_args.image_column, script_args.text_column)
-    data_column = script_args.image_column if task == IMAGE_CLASSIFICATION else script_args.text_column
-    require_columns(reference, {"image_column" if task == IMAGE_CLASSIFICATION else "text_column": data_column})
+    task = script_args.task or infer_task(
+        reference, script_args.image_column, script_args.text_column, script_args.model_name_or_path
+    )
+    label_column: str | None = script_args.label_column
+    if task == CAUSAL_LM:
+        label_column = None  # the tokens are the labels
+        lm_format = detect_lm_format(reference, script_args.text_column)
+        data_column = script_args.text_column if lm_format == "text" else None
+    else:
+        data_column = script_args.image_column if task == IMAGE_CLASSIFICATION else script_args.text_column
+        require_columns(reference, {"image_column" if task == IMAGE_CLASSIFICATION else "text_column": data_column})
     # Unreadable inputs are named by the user's own split and row, before anything is split off or loaded.
     check_inputs = check_images if task == IMAGE_CLASSIFICATION else check_texts
     parts = dataset if isinstance(dataset, datasets.DatasetDict) else {script_args.train_split: dataset}
     for split_name in dict.fromkeys((script_args.train_split, "forget", "retain", script_args.test_split)):
-        if split_name in parts:
+        if split_name in parts and data_column is not None:
             check_inputs(parts[split_name], data_column, split_name)
     splits = make_unlearning_splits(
         dataset,
-        label_column=script_args.label_column,
+        label_column=label_column,
         forget_classes=script_args.forget_classes,
         num_forget_examples=script_args.num_forget_examples,
         forget_indices=script_args.forget_indices_file,
@@ -365,6 +391,12 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         logger.warning("learning_rate is 0: no step changes the model, so the 'unlearned' model is the original.")
     set_seed(config.seed)
     splits, task = build_splits(script_args, config.seed)
+    if task == CAUSAL_LM:
+        if script_args.method != "scrub":
+            raise ValueError(
+                f"--method {script_args.method} is not available for causal language models yet; --method scrub is."
+            )
+        check_causal_lm_settings(config)
     if config.rewind and len(splits.forget_validation) == 0:
         raise ValueError(
             "--rewind true (SCRUB+R) needs held-out examples of the forget set's classes, and there are none (a whole "
@@ -379,9 +411,8 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     }
     resume = resolve_resume_checkpoint(config.resume_from_checkpoint, config.output_dir, request)
 
-    model, processor = load_model_and_processor(script_args.model_name_or_path, task)
-    labelled = [splits.forget, splits.retain, splits.test]
-    check_model_matches_labels(model, labelled, script_args.label_column)
+    # The data is prepared (and a causal LM's rows checked) with the processor alone, before the model loads.
+    processor = load_processor(script_args.model_name_or_path, task)
     if task == IMAGE_CLASSIFICATION and config.remove_unused_columns:
         # The image transform needs the raw image column, which the Trainer would otherwise drop before it runs.
         config.remove_unused_columns = False
@@ -403,6 +434,10 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         "test": prepare(splits.test),
         "forget_validation": prepare(splits.forget_validation),
     }
+    model = load_model(script_args.model_name_or_path, task)
+    labelled = [splits.forget, splits.retain, splits.test]
+    if task != CAUSAL_LM:
+        check_model_matches_labels(model, labelled, script_args.label_column)
     collator = data_collator_for(task, processor)
     trainer_class = ScrubTrainer if script_args.method == "scrub" else METHODS[script_args.method][0]
     student = model
@@ -452,8 +487,9 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     unlearning_seconds = time.perf_counter() - start - original_report.seconds
     reports = {}
     if script_args.retrain_model_name_or_path:
-        retrain_model, _ = load_model_and_processor(script_args.retrain_model_name_or_path, task)
-        check_model_matches_labels(retrain_model, labelled, script_args.label_column)
+        retrain_model = load_model(script_args.retrain_model_name_or_path, task)
+        if task != CAUSAL_LM:
+            check_model_matches_labels(retrain_model, labelled, script_args.label_column)
         retrain_trainer = prediction_trainer(retrain_model, config, collator, processor)
         reports["retrain"] = evaluate_model(retrain_trainer, eval_splits, splits.forget_classes, config.seed)
     extra: dict[str, Any] = {"unlearning_seconds": round(unlearning_seconds, 3)}

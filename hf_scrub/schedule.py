@@ -128,9 +128,13 @@ def build_schedule(
     retain_fraction: float = 1.0,
     max_retain_examples: int | None = None,
     retain_passes: bool = True,
+    retain_warmup_steps: int = 0,
     seed: int = 0,
 ) -> list[OptimizerStep]:
     """The whole SCRUB run as optimizer steps, in order; each pass is shuffled by `shuffled_rows`.
+
+    ``retain_warmup_steps`` of the first epoch's retain pass run before its forget pass (the same steps, moved):
+    they take the student off the teacher, where a max-step's gradient is exactly zero (module docstring).
 
     Each retain pass visits ``retain_fraction`` of the retain set, at most ``max_retain_examples`` of it (a fresh
     random subset per epoch). With ``retain_passes=False`` only the forget passes are made (gradient ascent
@@ -149,18 +153,51 @@ def build_schedule(
         retain_per_epoch = max(1, min(retain_per_epoch, max_retain_examples))
     steps: list[OptimizerStep] = []
     for epoch in range(1, num_epochs + 1):
+        retain_steps = []
+        if retain_passes:
+            order = shuffled_rows(num_retain, seed, epoch)[:retain_per_epoch]
+            retain_steps = _phase_steps(
+                epoch, Phase.RETAIN, order, retain_batch_size, gradient_accumulation_steps, num_processes
+            )
         if epoch <= forget_epochs:
+            warmup = retain_warmup_steps if epoch == 1 else 0
+            steps += retain_steps[:warmup]
+            retain_steps = retain_steps[warmup:]
             order = shuffled_rows(num_forget, seed, epoch)
             steps += _phase_steps(
                 epoch, Phase.FORGET, order, forget_batch_size, gradient_accumulation_steps, num_processes
             )
-        if not retain_passes:
-            continue
-        order = shuffled_rows(num_retain, seed, epoch)[:retain_per_epoch]
-        steps += _phase_steps(
-            epoch, Phase.RETAIN, order, retain_batch_size, gradient_accumulation_steps, num_processes
-        )
+        steps += retain_steps
     return steps
+
+
+def weight_by_tokens(
+    schedule: list[OptimizerStep], token_counts: dict[Phase, np.ndarray], num_processes: int = 1
+) -> list[OptimizerStep]:
+    """The same steps, each example weighted ``num_processes / (loss-carrying tokens in its step)``.
+
+    For a causal LM the loss is per token: multiplying every token's loss by its example's weight then sums to the
+    mean over the step's tokens, across micro-batches and processes, exactly as one large batch of the step's
+    sequences would (docs/design.md §19). ``token_counts[phase][row]`` is a row's number of loss-carrying
+    positions. Padding examples keep weight 0. Steps mixing forget and retain examples have per-set means whose
+    grouping the weights alone do not record, so they are refused.
+    """
+    weighted = []
+    for step in schedule:
+        if step.phase is Phase.MIXED:
+            raise ValueError("Token weighting needs steps of one set; mixed forget/retain steps are not supported.")
+        examples = [ex for micro in step.micro_batches for batch in micro for ex in batch if ex.weight > 0]
+        tokens = int(sum(token_counts[ex.phase][ex.row] for ex in examples))
+        weight = num_processes / max(tokens, 1)
+        micro_batches = tuple(
+            tuple(
+                tuple(ScheduledExample(ex.phase, ex.row, weight if ex.weight > 0 else 0.0) for ex in batch)
+                for batch in micro
+            )
+            for micro in step.micro_batches
+        )
+        weighted.append(OptimizerStep(step.epoch, step.phase, micro_batches))
+    return weighted
 
 
 def _mixed_step(

@@ -1,13 +1,15 @@
 """Per-task plumbing: which Auto classes load the model and processor, and how raw rows become model inputs.
 
-Supported tasks: image classification (`AutoModelForImageClassification` + its image processor) and text
-classification (`AutoModelForSequenceClassification` + its tokenizer). The preprocessing is deterministic (no
-random augmentation): SCRUB compares the student with the teacher on the same inputs, and the evaluation must see
-the data the way training did.
+Supported tasks: image classification (`AutoModelForImageClassification` + its image processor), text
+classification (`AutoModelForSequenceClassification` + its tokenizer) and causal language modelling
+(`AutoModelForCausalLM` + its tokenizer; data in TRL's prompt/completion, messages or text formats, see
+`hf_scrub.lm_data`). The preprocessing is deterministic (no random augmentation): SCRUB compares the student with
+the teacher on the same inputs, and the evaluation must see the data the way training did.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ import torch
 from datasets import ClassLabel, Dataset
 from huggingface_hub.utils import validate_repo_id
 from transformers import (
+    AutoConfig,
     AutoImageProcessor,
+    AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -25,23 +29,58 @@ from transformers import (
     PreTrainedModel,
     default_data_collator,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from .data import label_values
+from .lm_data import causal_lm_collator, tokenize_for_causal_lm
+
+logger = logging.getLogger(__name__)
 
 IMAGE_CLASSIFICATION = "image-classification"
 TEXT_CLASSIFICATION = "text-classification"
-TASKS = (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION)
+CAUSAL_LM = "causal-lm"
+TASKS = (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, CAUSAL_LM)
 
 
-def infer_task(dataset: Dataset, image_column: str, text_column: str) -> str:
-    """Image classification when the image column exists, text classification when the text column does."""
-    if image_column in dataset.column_names:
+def is_causal_lm(model: Any) -> bool:
+    """True for a decoder-only language model (an `AutoModelForCausalLM` class), peft-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+
+
+def model_architectures(model_name_or_path: str | None) -> list[str]:
+    """The model's `config.architectures` (the classes it was saved from), read without loading the weights."""
+    if model_name_or_path is None:
+        return []
+    try:
+        return list(AutoConfig.from_pretrained(model_name_or_path).architectures or [])
+    except (OSError, ValueError):  # unreachable or not a model: the model loading step names the problem
+        return []
+
+
+def is_causal_lm_request(task: str | None, model_name_or_path: str | None) -> bool:
+    """Whether a run is on a causal LM, known before any data is read: `--task causal-lm`, or a model saved as a
+    `...ForCausalLM` (the CLI then defaults to the `llm` preset and LoRA)."""
+    if task is not None:
+        return task == CAUSAL_LM
+    return any(name.endswith("ForCausalLM") for name in model_architectures(model_name_or_path))
+
+
+def infer_task(dataset: Dataset, image_column: str, text_column: str, model_name_or_path: str | None = None) -> str:
+    """The task from the data and the model: causal LM for prompt/completion or messages data, or a model saved
+    as a `...ForCausalLM`; else image classification when the image column exists, text classification when the
+    text column does."""
+    columns = dataset.column_names
+    lm_data = {"prompt", "completion"} <= set(columns) or "messages" in columns
+    if lm_data or any(name.endswith("ForCausalLM") for name in model_architectures(model_name_or_path)):
+        return CAUSAL_LM
+    if image_column in columns:
         return IMAGE_CLASSIFICATION
-    if text_column in dataset.column_names:
+    if text_column in columns:
         return TEXT_CLASSIFICATION
     raise ValueError(
         f"Cannot tell the task: neither the image column {image_column!r} nor the text column {text_column!r} is in "
-        f"the dataset (columns: {dataset.column_names}). Pass --image_column or --text_column, or --task."
+        f"the dataset (columns: {columns}). Pass --image_column or --text_column, or --task."
     )
 
 
@@ -67,26 +106,48 @@ def check_model_reference(model_name_or_path: str, option: str = "--model_name_o
         )
 
 
-def load_model_and_processor(model_name_or_path: str, task: str, **model_kwargs: Any) -> tuple[PreTrainedModel, Any]:
-    """Load the classifier and its processor (image processor or tokenizer) from a Hub id or a local folder."""
+_AUTO_CLASSES = {
+    IMAGE_CLASSIFICATION: (AutoModelForImageClassification, AutoImageProcessor),
+    TEXT_CLASSIFICATION: (AutoModelForSequenceClassification, AutoTokenizer),
+    CAUSAL_LM: (AutoModelForCausalLM, AutoTokenizer),
+}
+
+
+def _auto_classes(task: str) -> tuple[Any, Any]:
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
-    model_class, processor_class = (
-        (AutoModelForImageClassification, AutoImageProcessor)
-        if task == IMAGE_CLASSIFICATION
-        else (AutoModelForSequenceClassification, AutoTokenizer)
-    )
+    return _AUTO_CLASSES[task]
+
+
+def load_processor(model_name_or_path: str, task: str) -> Any:
+    """The model's processor (image processor or tokenizer): loaded before the model, so that the data can be
+    prepared, and refused, before the expensive load."""
     try:
-        model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
-        processor = processor_class.from_pretrained(model_name_or_path)
+        return _auto_classes(task)[1].from_pretrained(model_name_or_path)
     except OSError as error:  # missing files, or a Hub id that cannot be reached (offline, private, misspelt)
+        raise ValueError(f"Could not load the processor of {model_name_or_path!r} for {task}: {error}") from None
+
+
+def load_model(model_name_or_path: str, task: str, **model_kwargs: Any) -> PreTrainedModel:
+    """Load the model for `task` from a Hub id or a local folder, refusing what SCRUB here does not support."""
+    try:
+        model = _auto_classes(task)[0].from_pretrained(model_name_or_path, **model_kwargs)
+    except OSError as error:
         raise ValueError(f"Could not load the model {model_name_or_path!r} for {task}: {error}") from None
-    if model.config.problem_type not in (None, "single_label_classification"):
+    if task == CAUSAL_LM:
+        if not is_causal_lm(model):
+            raise ValueError(f"{model_name_or_path!r} did not load as a causal LM ({type(model).__name__}).")
+    elif model.config.problem_type not in (None, "single_label_classification"):
         raise ValueError(
             f"The model's problem_type is {model.config.problem_type!r}; SCRUB here supports single-label "
             "classification (one class id per example)."
         )
-    return model, processor
+    return model
+
+
+def load_model_and_processor(model_name_or_path: str, task: str, **model_kwargs: Any) -> tuple[PreTrainedModel, Any]:
+    """`load_model` and `load_processor` together."""
+    return load_model(model_name_or_path, task, **model_kwargs), load_processor(model_name_or_path, task)
 
 
 def check_model_matches_labels(model: PreTrainedModel, datasets: Sequence[Dataset], label_column: str) -> None:
@@ -142,9 +203,19 @@ def prepare_dataset(
     label_column: str = "label",
     max_length: int | None = None,
 ) -> Dataset:
-    """Turn raw rows into model inputs with a `labels` column: a lazy transform for images, tokenization for text."""
+    """Turn raw rows into model inputs with a `labels` column: a lazy transform for images, tokenization for text
+    (for a causal LM, token labels with -100 where no loss is taken; truncated rows are counted in the log)."""
     if task == IMAGE_CLASSIFICATION:
         return dataset.with_transform(image_transform(processor, image_column, label_column))
+    if task == CAUSAL_LM:
+        tokenized, truncated = tokenize_for_causal_lm(
+            dataset, processor, max_length=max_length, text_column=text_column
+        )
+        if truncated:
+            logger.warning(
+                "%d of %d rows were truncated to max_length=%s tokens.", truncated, len(dataset), max_length
+            )
+        return tokenized
 
     def tokenize(batch: dict[str, list]) -> dict[str, Any]:
         encoded = processor(batch[text_column], truncation=True, max_length=max_length)
@@ -155,5 +226,8 @@ def prepare_dataset(
 
 
 def data_collator_for(task: str, processor: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-    """Padding collator for text (dynamic padding per batch), plain stacking for images."""
+    """Padding collator for text (dynamic padding per batch; token labels padded with -100), plain stacking for
+    images."""
+    if task == CAUSAL_LM:
+        return causal_lm_collator(processor)
     return DataCollatorWithPadding(processor) if task == TEXT_CLASSIFICATION else default_data_collator

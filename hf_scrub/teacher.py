@@ -6,6 +6,8 @@ Two forms, chosen by `build_teacher`:
   mixed-precision autocast, no DDP wrapper, no optimizer).
 - `AdapterDisabledTeacher`: for a peft model whose adapters have not been trained yet, the base model with the
   adapters switched off *is* the original model, so no second copy of the weights is needed.
+- `FrozenAdapterTeacher`: for a peft model whose adapters are already trained, a frozen copy of the adapter alone
+  (a second adapter on the same base) is the original model.
 """
 
 from __future__ import annotations
@@ -75,6 +77,44 @@ class AdapterDisabledTeacher:
             with peft_model.disable_adapter():
                 return peft_model(**inputs).logits
         finally:
+            peft_model.train(was_training)
+
+    num_outputs = None  # same module as the student: sizes match by construction
+
+
+TEACHER_ADAPTER = "scrub_teacher"
+
+
+class FrozenAdapterTeacher:
+    """For a peft model whose adapters are already trained (part of the original model): a frozen copy of the
+    active adapter, added to the same model under `TEACHER_ADAPTER`, is the teacher. Only the adapter weights are
+    copied (megabytes), never the base model; the teacher forward switches the active adapter with peft's public
+    `set_adapter` and back, in eval mode without gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+        self.student_adapter = model.active_adapter
+        if not isinstance(self.student_adapter, str):
+            raise ValueError("SCRUB on a peft model needs one active adapter (the one to unlearn with).")
+        model.add_adapter(TEACHER_ADAPTER, copy.deepcopy(model.peft_config[self.student_adapter]))
+        weights = get_peft_model_state_dict(model, adapter_name=self.student_adapter)
+        set_peft_model_state_dict(model, weights, adapter_name=TEACHER_ADAPTER)
+        model.set_adapter(self.student_adapter)  # the student's adapter trains; the teacher's stays frozen
+
+    def prepare(self, accelerator: Any) -> None:
+        self._unwrap = accelerator.unwrap_model
+
+    @torch.no_grad()
+    def logits(self, student: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        peft_model = self._unwrap(student)
+        was_training = peft_model.training
+        peft_model.eval()
+        peft_model.set_adapter(TEACHER_ADAPTER, inference_mode=True)
+        try:
+            return peft_model(**inputs).logits
+        finally:
+            peft_model.set_adapter(self.student_adapter)  # trainable again, before the student's forward
             peft_model.train(was_training)
 
     num_outputs = None  # same module as the student: sizes match by construction
@@ -177,17 +217,16 @@ def wrap_with_adapters(model: nn.Module, peft_config: Any, activation_checkpoint
     return model
 
 
-def build_teacher(model: nn.Module, teacher_model: nn.Module | None) -> FrozenTeacher | AdapterDisabledTeacher:
-    """Pick the teacher for `model`: the given one, the adapter-disabled base model, or a frozen deep copy."""
+def build_teacher(
+    model: nn.Module, teacher_model: nn.Module | None
+) -> FrozenTeacher | AdapterDisabledTeacher | FrozenAdapterTeacher:
+    """Pick the teacher for `model`: the given one; for a peft model the adapter-disabled base model (fresh
+    adapters) or a frozen copy of its trained adapter (no second copy of the base either way); else a frozen deep
+    copy."""
     if teacher_model is not None:
         return FrozenTeacher(teacher_model)
     if _is_peft_model(model):
-        if adapters_are_fresh(model):
-            return AdapterDisabledTeacher()
-        logger.warning(
-            "The peft model's adapters are already trained, so disabling them would not give the original model; "
-            "the teacher is a deep copy instead (more memory). Pass teacher_model to control this."
-        )
+        return AdapterDisabledTeacher() if adapters_are_fresh(model) else FrozenAdapterTeacher(model)
     if _is_zero3_partitioned(model):  # a deep copy would hold this process's empty shards, not the weights
         source = getattr(model.config, "_name_or_path", "")
         if not source:

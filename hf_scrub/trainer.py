@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -26,10 +28,11 @@ from torch.utils.data import DataLoader
 from .config import ScrubConfig
 from .data import label_column_of, label_values
 from .goal import GoalController, target_for
+from .lm_losses import next_token_mask, token_forget_loss, token_retain_loss
 from .losses import forget_loss, retain_loss
 from .rewind import load_whole_state
 from .schedule import OptimizerStep, Phase, build_schedule
-from .teacher import build_teacher
+from .teacher import TEACHER_ADAPTER, FrozenAdapterTeacher, build_teacher
 from .unlearning_trainer import Tags, UnlearningTrainer
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,23 @@ def check_deterministic(dataset: Any, name: str) -> None:
                 )
 
 
+def check_causal_lm_settings(args: ScrubConfig) -> None:
+    """What SCRUB on a causal LM does not offer (yet), refused with the alternative (docs/design.md §19)."""
+    if args.schedule == "auto":
+        raise ValueError(
+            "schedule='auto' is not available for causal language models yet: its targets are per-example "
+            "class errors. Use schedule='fixed', e.g. ScrubConfig.from_preset('llm') (--preset llm, the CLI's "
+            "default for causal LMs)."
+        )
+    if args.cache_teacher_outputs:
+        raise ValueError(
+            "cache_teacher_outputs=True would hold the teacher's logits for every token of every example "
+            "(examples x length x vocabulary floats: about 20 GB for 1,000 sequences of 100 tokens over SmolLM2's "
+            "49,152 tokens). It is refused for causal LMs; leave it unset: the teacher runs in each step (with "
+            "LoRA it is the same model with adapters disabled, no second copy)."
+        )
+
+
 class ScrubTrainer(UnlearningTrainer):
     """Unlearn `forget_dataset` from `model` with SCRUB while keeping `retain_dataset`.
 
@@ -90,6 +110,7 @@ class ScrubTrainer(UnlearningTrainer):
 
     config_class = ScrubConfig
     method_name = "scrub"
+    supports_causal_lm = True
     phase_names = {Phase.FORGET: "max-step on the forget set", Phase.RETAIN: "min-step on the retain set"}
 
     def __init__(
@@ -107,6 +128,8 @@ class ScrubTrainer(UnlearningTrainer):
         self._teacher_memo: dict[Phase, tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__(model, args, forget_dataset, retain_dataset, **kwargs)
         self.goal: GoalController | None = None
+        if self.token_level:
+            check_causal_lm_settings(args)
         if args.schedule == "auto":
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 raise ValueError(
@@ -163,8 +186,16 @@ class ScrubTrainer(UnlearningTrainer):
             num_processes=self.accelerator.num_processes,
             retain_fraction=args.retain_fraction,
             max_retain_examples=max_retain,
+            retain_warmup_steps=self.retain_warmup_steps,
             seed=self.schedule_seed,
         )
+
+    @property
+    def retain_warmup_steps(self) -> int:
+        """Min-steps before the first forget pass: unset means 1 for causal LMs (whose fresh LoRA adapters or
+        dropout-free student would otherwise start the max-steps at a zero gradient), 0 otherwise."""
+        configured = self.args.retain_warmup_steps
+        return configured if configured is not None else int(self.token_level)
 
     # ---- the goal-driven schedule (hf_scrub.goal) ----------------------------------------------------------
 
@@ -259,6 +290,8 @@ class ScrubTrainer(UnlearningTrainer):
         if tags.phase is Phase.FORGET and self.goal is not None:
             self._count_forget_errors(model, inputs, tags)
         outputs = model(**inputs)
+        if self.token_level:
+            return self._token_loss(outputs, teacher_logits, tags), outputs
         if tags.phase is Phase.FORGET:
             per_item = forget_loss(outputs.logits, teacher_logits, args.kd_temperature)
             self.record_metric("forget_kl", -per_item, tags.real)
@@ -269,6 +302,22 @@ class ScrubTrainer(UnlearningTrainer):
             self.record_metric("retain_kl", distance, tags.real)
             self.record_metric("retain_ce", ce, tags.real)
         return per_item, outputs
+
+    def _token_loss(self, outputs: Any, teacher_logits: torch.Tensor, tags: Tags) -> torch.Tensor:
+        """The causal-LM form: per next-token position, zero where the label is -100 (hf_scrub.lm_losses)."""
+        args: ScrubConfig = self.args
+        chunk = args.token_chunk_size
+        counted = next_token_mask(tags.labels) & tags.real[:, None]
+        if tags.phase is Phase.FORGET:
+            per_token = token_forget_loss(outputs.logits, teacher_logits, tags.labels, args.kd_temperature, chunk)
+            self.record_metric("forget_kl", -per_token, counted)
+            return per_token
+        per_token, ce, distance = token_retain_loss(
+            outputs.logits, teacher_logits, tags.labels, args.kd_temperature, args.gamma, args.alpha, chunk
+        )
+        self.record_metric("retain_kl", distance, counted)
+        self.record_metric("retain_ce", ce, counted)
+        return per_token
 
     @torch.no_grad()
     def _count_forget_errors(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> None:
@@ -292,6 +341,13 @@ class ScrubTrainer(UnlearningTrainer):
             return torch.zeros(len(tags.real), device=tags.real.device, requires_grad=True), None
         outputs = model(**inputs)
         return outputs.logits.float().sum(-1) * 0.0, outputs
+
+    def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """`Trainer.save_model`, without the teacher's adapter: peft saves every adapter of the model, and the frozen
+        copy of the original adapter (`FrozenAdapterTeacher`) is not part of the result."""
+        super().save_model(output_dir, *args, **kwargs)
+        if isinstance(self.teacher, FrozenAdapterTeacher) and self.is_world_process_zero():
+            shutil.rmtree(Path(output_dir or self.args.output_dir) / TEACHER_ADAPTER, ignore_errors=True)
 
     # ---- teacher outputs: computed per step, memoised, or cached before training ---------------------------
 

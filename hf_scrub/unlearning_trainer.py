@@ -31,6 +31,8 @@ from .config import UnlearningConfig
 from .data import UnlearningSplits, check_disjoint, check_label_range
 from .evaluation import predict_splits
 from .evidence import save_unlearning_report
+from .lm_data import loss_token_counts
+from .lm_losses import token_predictions
 from .progress import PhaseProgressCallback
 from .rewind import choose_rewind_epoch, load_whole_state, whole_state
 from .schedule import (
@@ -45,7 +47,9 @@ from .schedule import (
     ScheduleCollator,
     ScheduledDataset,
     epoch_progress,
+    weight_by_tokens,
 )
+from .tasks import is_causal_lm
 from .teacher import wrap_with_adapters
 
 logger = logging.getLogger(__name__)
@@ -138,6 +142,7 @@ class UnlearningTrainer(Trainer):
     # compute_loss weights every item by (num_processes / items in its optimizer step), so the sum over the
     # micro-batches of a step is already the step's mean: the Trainer must not divide by the accumulation steps.
     loss_is_scaled_for_ga = True
+    supports_causal_lm = False  # whether `unlearning_loss` handles per-position (B, L, V) logits
 
     def __init__(
         self,
@@ -164,7 +169,14 @@ class UnlearningTrainer(Trainer):
             raise ValueError("The forget set is empty: there is nothing to unlearn. Check how it was selected.")
         if retain_dataset is None or len(retain_dataset) == 0:
             raise ValueError("The retain set is empty: unlearning needs the data the model should keep.")
-        num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        # A causal LM's loss is per next-token position (hf_scrub.lm_losses), weighted per token of a step.
+        self.token_level = is_causal_lm(model)
+        if self.token_level and not self.supports_causal_lm:
+            raise ValueError(
+                f"{type(self).__name__} ({self.method_name}) does not support causal language models yet; SCRUB does "
+                "(ScrubTrainer, --method scrub)."
+            )
+        num_labels = None if self.token_level else getattr(getattr(model, "config", None), "num_labels", None)
         if num_labels is not None:
             check_label_range(forget_dataset, num_labels, "forget")
             check_label_range(retain_dataset, num_labels, "retain")
@@ -182,6 +194,9 @@ class UnlearningTrainer(Trainer):
         self.forget_dataset = forget_dataset
         self.forget_validation_dataset = forget_validation_dataset
         self.rewind_epoch: int | None = None
+        if self.token_level and kwargs.get("preprocess_logits_for_metrics") is None:
+            # Evaluation gathers two numbers per position instead of (B, L, V) logits.
+            kwargs["preprocess_logits_for_metrics"] = token_predictions
         super().__init__(
             model=model,
             args=args,
@@ -265,6 +280,9 @@ class UnlearningTrainer(Trainer):
         forget_dataset = self._drop_unused_columns(self.forget_dataset, "forget")
         retain_dataset = self._drop_unused_columns(self.train_dataset, "retain")
         self.schedule = self.build_schedule(len(forget_dataset), len(retain_dataset))
+        if self.token_level:
+            counts = {Phase.FORGET: loss_token_counts(forget_dataset), Phase.RETAIN: loss_token_counts(retain_dataset)}
+            self.schedule = weight_by_tokens(self.schedule, counts, self.accelerator.num_processes)
         self.epoch_progress = epoch_progress(self.schedule)
         # The Trainer runs the whole schedule as one pass of `len(schedule)` optimizer steps. It learns that through
         # the public `max_steps` (read right after this dataloader is built); `_EpochCallback.on_train_end` puts the
@@ -358,7 +376,7 @@ class UnlearningTrainer(Trainer):
         predictions = predict_splits(self, self._history_datasets())
         entry: dict[str, float] = {"scrub_epoch": epoch}
         for name, split in predictions.items():
-            entry[f"{name}_error"] = float(np.mean(split.predictions != split.labels))
+            entry[f"{name}_error"] = split.error
         self.log(entry)
         stop = self.after_epoch(epoch, entry)
         if self.args.rewind:
@@ -453,7 +471,8 @@ class UnlearningTrainer(Trainer):
             teacher_logits=inputs.pop(TEACHER_KEY, None),
         )
         per_item, outputs = self.unlearning_loss(model, inputs, tags)
-        loss = (per_item * weights).sum()
+        # One weight per example, broadcast over its positions for a token-level loss.
+        loss = (per_item * weights.reshape(-1, *[1] * (per_item.dim() - 1))).sum()
         self._raise_if_not_finite(loss, tags.phase)
         return (loss, outputs) if return_outputs else loss
 

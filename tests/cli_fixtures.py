@@ -80,13 +80,13 @@ def assets(tmp_path_factory):
 def loads(monkeypatch):
     """Records every model load of the pipeline (and still loads): empty means 'refused before the model loaded'."""
     calls = []
-    original = pipeline.load_model_and_processor
+    original = pipeline.load_model
 
     def recording(*args, **kwargs):
         calls.append(args[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "load_model_and_processor", recording)
+    monkeypatch.setattr(pipeline, "load_model", recording)
     return calls
 
 

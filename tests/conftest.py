@@ -68,6 +68,47 @@ def token_dataset(n: int, seed: int, num_labels: int = 2, length: int = 8, vocab
     ).with_format("torch")
 
 
+def tiny_causal_lm(vocab_size: int = 32, seed: int = 0):
+    """A ~10k-parameter Llama (no dropout, untied head) for the token-level trainer tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def lm_dataset(n: int, seed: int, length: int = 10, vocab_size: int = 32) -> datasets.Dataset:
+    """Prompt/completion-like rows, padded to one length: a random prompt (labels -100), a completion of random
+    length (labelled), then right padding (pad id 0, attention 0, labels -100). Rows carry different numbers of
+    loss tokens, which is what token weighting must get right."""
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(3, vocab_size, size=(n, length))
+    attention_mask = np.ones((n, length), dtype=np.int64)
+    labels = input_ids.copy()
+    for row in range(n):
+        prompt = int(rng.integers(1, 4))
+        used = int(rng.integers(prompt + 2, length + 1))
+        labels[row, :prompt] = -100
+        labels[row, used:] = -100
+        input_ids[row, used:] = 0
+        attention_mask[row, used:] = 0
+    return datasets.Dataset.from_dict(
+        {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    ).with_format("torch")
+
+
 def tiny_run_args(tmp_path) -> dict:
     """Arguments every unlearning config in the unit tests shares: CPU, no saving or reporting, small batches."""
     return dict(

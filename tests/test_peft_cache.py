@@ -1,6 +1,5 @@
 """LoRA with the adapter-disabled teacher, and cached teacher outputs (issue 5, deliverables 4-5)."""
 
-import logging
 
 import datasets
 import numpy as np
@@ -10,7 +9,7 @@ from conftest import pixel_dataset, scrub_config, tiny_bert, tiny_resnet, token_
 from peft import LoraConfig, TaskType, get_peft_model
 
 from hf_scrub import ScrubTrainer
-from hf_scrub.teacher import AdapterDisabledTeacher, FrozenTeacher
+from hf_scrub.teacher import AdapterDisabledTeacher, FrozenAdapterTeacher
 
 LORA = dict(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0)
 
@@ -56,20 +55,30 @@ def test_lora_trains_only_adapters_and_the_teacher_is_the_base_model(tmp_path, a
     assert (saved / "adapter_config.json").is_file() and (saved / "adapter_model.safetensors").is_file()
 
 
-def test_trained_adapters_get_a_real_copy_as_teacher(tmp_path, caplog):
+def test_trained_adapters_teacher_is_a_frozen_copy_of_the_adapter(tmp_path):
+    """Already-trained adapters are part of the original model: the teacher is a frozen copy of them (with the
+    classifier head peft keeps per adapter), on the same base weights; it still gives the original's logits after
+    the student has trained."""
     model = get_peft_model(tiny_bert(dropout=0.0), LoraConfig(**LORA))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.fill_(0.01)
-    with caplog.at_level(logging.WARNING):
-        trainer = ScrubTrainer(
-            model=model,
-            args=scrub_config(tmp_path),
-            forget_dataset=token_dataset(4, 1),
-            retain_dataset=token_dataset(8, 2),
-        )
-    assert isinstance(trainer.teacher, FrozenTeacher) and "already trained" in caplog.text
+    forget = token_dataset(4, 1)
+    inputs = {key: forget[:][key] for key in ("input_ids", "attention_mask")}
+    model.eval()
+    with torch.no_grad():
+        original = model(**inputs).logits
+    trainer = ScrubTrainer(
+        model=model, args=scrub_config(tmp_path, learning_rate=1e-2), forget_dataset=forget,
+        retain_dataset=token_dataset(8, 2),
+    )  # fmt: skip
+    assert isinstance(trainer.teacher, FrozenAdapterTeacher)
+    trainer.train()
+    model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).logits, original, atol=1e-4)
+    torch.testing.assert_close(trainer.teacher.logits(model, inputs), original)
 
 
 def test_peft_config_on_a_peft_model_is_refused(tmp_path):
