@@ -9,6 +9,13 @@
 (d) scaling: one SCRUB epoch's wall time as the forget set and the retain set grow, for the paper's fixed schedule
     (retain pass over the whole retain set) and the `auto` preset (retain steps bounded by the forget pass).
     Target (issue 10): with the forget set fixed, `auto` grows by at most 1.3x as the retain set grows 4x.
+(e) lm_step: causal LMs (issue 11): one SCRUB min-step (LoRA student forward + backward, teacher = the same model
+    with adapters disabled) over one plain `Trainer` causal-LM fine-tuning step with the same LoRA, model and batch;
+    a Llama of SmolLM2-135M's shape (hidden 576, vocabulary 49,152; its 30 blocks on a GPU, the first 8 on CPU),
+    uncached.
+(f) lm_memory: the extra peak memory of the token-level min-step loss (forward + backward of CE + distance over the
+    vocabulary) with and without chunking of positions, each in a fresh process (CPU: peak resident set size; GPU:
+    peak allocated memory), beside a plain float32 cross-entropy on the same logits.
 
     python benchmarks/speed.py                      # CPU, all parts (a few minutes on 2 cores)
     python benchmarks/speed.py --device cuda        # on a GPU (bf16 for the step part)
@@ -127,6 +134,14 @@ def common_args(output_dir: str, device: str, batch: int, bf16: bool) -> dict:
     )  # fmt: skip
 
 
+def median_step_ms(trainer: Trainer, device: str, warmup: int) -> float:
+    """Train, timing every optimizer step; the median after `warmup` steps, in milliseconds."""
+    timer = StepTimer(device)
+    trainer.add_callback(timer)
+    trainer.train()
+    return 1000 * statistics.median(timer.times[warmup:])
+
+
 def step_ratio(make_model, data, device: str, batch: int, steps: int, warmup: int, bf16: bool) -> dict[str, float]:
     """Median step time (ms) of plain fine-tuning, SCRUB min-steps and cached SCRUB min-steps on the same batches."""
     retain = data.select(range(batch * (steps + warmup)))
@@ -148,12 +163,7 @@ def step_ratio(make_model, data, device: str, batch: int, steps: int, warmup: in
         }  # fmt: skip
         for name, build in runs.items():
             torch.manual_seed(0)
-            trainer = build()
-            timer = StepTimer(device)
-            trainer.add_callback(timer)
-            trainer.train()
-            times[name] = 1000 * statistics.median(timer.times[warmup:])
-            del trainer
+            times[name] = median_step_ms(build(), device, warmup)
     return times
 
 
@@ -283,7 +293,120 @@ def part_scaling(device: str, repeats: int, quick: bool) -> dict:
     return results
 
 
-PARTS = {"step": part_step, "loop": part_loop, "scaling": part_scaling}
+def smollm2_shaped_llama(num_layers: int = 30):
+    """A Llama with SmolLM2-135M's shape and random weights (speed does not depend on what the weights learnt)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=num_layers,
+        num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True,
+        rms_norm_eps=1e-5, rope_theta=100000.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def lm_rows(n: int, length: int, prompt: int, seed: int = 0) -> datasets.Dataset:
+    """Prompt/completion-shaped rows: `prompt` unlabelled tokens, then a labelled completion."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(10, 49152, size=(n, length))
+    labels = ids.copy()
+    labels[:, :prompt] = -100
+    return datasets.Dataset.from_dict(
+        {"input_ids": ids, "attention_mask": np.ones_like(ids), "labels": labels}
+    ).with_format("torch")
+
+
+def part_lm_step(device: str, repeats: int, quick: bool) -> dict:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = dict(r=16, lora_alpha=32, target_modules="all-linear", task_type=TaskType.CAUSAL_LM)
+    batch, length = (8, 64) if device == "cuda" else (4, 48)
+    steps, warmup = (4, 1) if quick else (6, 2)
+    data = lm_rows(batch * (steps + warmup + 1), length, prompt=length // 3)
+    retain = data.select(range(batch * (steps + warmup)))
+    forget = data.select(range(len(retain), len(data)))
+    num_layers = 30 if device == "cuda" else 8  # CPU: the first 8 blocks (a step of all 30 takes ~20 s on 2 cores)
+    bf16 = device == "cuda"
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as out:
+            args = common_args(out, device, batch, bf16)
+            builds = {
+                "plain": lambda args=args: Trainer(
+                    model=get_peft_model(smollm2_shaped_llama(num_layers), LoraConfig(**lora)),
+                    args=TrainingArguments(**args), train_dataset=retain,
+                ),
+                "scrub": lambda args=args: ScrubTrainer(
+                    model=smollm2_shaped_llama(num_layers), peft_config=LoraConfig(**lora),
+                    args=ScrubConfig(**args, forget_epochs=0, history_retain_examples=0, retain_warmup_steps=0),
+                    forget_dataset=forget, retain_dataset=retain,
+                ),
+            }  # fmt: skip
+            times = {name: median_step_ms(build(), device, warmup) for name, build in builds.items()}
+        runs.append(times)
+    ratios = [r["scrub"] / r["plain"] for r in runs]
+    return {
+        "model": f"Llama of SmolLM2-135M's shape, {num_layers} blocks, vocab 49152; LoRA r=16 all-linear",
+        "batch": batch,
+        "length": length, "bf16": bf16, "timed_steps": steps,
+        **{f"{key}_ms": statistics.median(r[key] for r in runs) for key in ("plain", "scrub")},
+        "scrub_over_plain": statistics.median(ratios), "ratio_runs": ratios,
+    }  # fmt: skip
+
+
+MEMORY_PROBE = """
+import resource, sys, torch, torch.nn.functional as F
+from hf_scrub.lm_losses import token_retain_loss
+mode, device, batch, length, vocab = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+torch.manual_seed(0)
+student = torch.randn(batch, length, vocab, device=device, requires_grad=True)
+teacher = torch.randn(batch, length, vocab, device=device)
+labels = torch.randint(0, vocab, (batch, length), device=device)
+labels[:, : length // 4] = -100
+def peak():
+    if device == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = peak()
+if mode == "ce":
+    loss = F.cross_entropy(student.float().reshape(-1, vocab), labels.reshape(-1), ignore_index=-100)
+else:
+    loss = token_retain_loss(student, teacher, labels, 2.0, 1.0, 0.5, None if mode == "none" else int(mode))[0].sum()
+loss.backward()
+print(peak() - base)
+"""
+
+
+def part_lm_memory(device: str, repeats: int, quick: bool) -> dict:
+    """Extra peak memory (MB) of the min-step loss, beyond the (B, L, V) student and teacher logits themselves."""
+    import subprocess
+    import sys
+
+    batch, length, vocab = (4, 128, 49152) if quick else (8, 256, 49152)
+    logits_mb = batch * length * vocab * 4 / 2**20
+    results = {"batch": batch, "length": length, "vocab": vocab, "one_logits_tensor_mb": round(logits_mb, 1)}
+    for mode in ("ce", "none", "512", "256", "128"):
+        values = []
+        for _ in range(repeats):
+            output = subprocess.run(
+                [sys.executable, "-c", MEMORY_PROBE, mode, device, str(batch), str(length), str(vocab)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            values.append(int(output.stdout.strip().splitlines()[-1]) / 2**20)
+        name = {"ce": "plain_cross_entropy", "none": "unchunked"}.get(mode, f"chunk_{mode}")
+        results[f"{name}_extra_mb"] = round(statistics.median(values), 1)
+    return results
+
+
+PARTS = {
+    "step": part_step,
+    "loop": part_loop,
+    "scaling": part_scaling,
+    "lm_step": part_lm_step,
+    "lm_memory": part_lm_memory,
+}
 
 
 def main() -> None:

@@ -123,6 +123,7 @@ DESCRIPTION = """Unlearn a forget set from a Hugging Face classifier with SCRUB 
 and save the result.
 
   scrub.py                            the offline demo: forget the digit 3 from a small MNIST model
+  scrub.py --demo llm                 the LLM demo: forget invented people's facts from a small SmolLM2
   scrub.py run.yaml [--option value]  the arguments from a YAML/JSON file; flags override it
   scrub.py --model_name_or_path M --dataset_name D --forget_classes 3 --preset class --output_dir out
 
@@ -263,6 +264,10 @@ def run(argv: list[str]) -> dict[str, Any]:
         from .demo import demo_arguments
 
         argv = demo_arguments()
+    elif argv[:2] == ["--demo", "llm"]:  # the LLM demo; later flags override its arguments
+        from .llm_demo import llm_demo_arguments
+
+        argv = [*llm_demo_arguments(), *argv[2:]]
     script_args, config = parse_args(argv)
     return run_unlearning(script_args, config)
 

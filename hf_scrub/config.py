@@ -102,6 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_train_epochs": 4,
         "per_device_forget_batch_size": 8,
         "per_device_train_batch_size": 8,
+        "activation_checkpointing": True,
     },
     "small": {
         "optim": "adamw_torch",
@@ -304,7 +305,7 @@ class ScrubConfig(UnlearningConfig):
     )
 
     token_chunk_size: int = field(
-        default=512,
+        default=256,
         metadata={
             "help": "Causal LMs: next-token positions per chunk of the float32 distance over the vocabulary (bounds "
             "its extra memory; each chunk is recomputed in the backward pass)."

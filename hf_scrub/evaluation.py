@@ -140,8 +140,15 @@ def evaluate_model(
     report = unlearning_report(predictions, forget_classes, seed)
     if any(isinstance(split, TokenPredictions) for split in predictions.values()):
         model = trainer.accelerator.unwrap_model(trainer.model)
-        tokenizer = trainer.processing_class
-        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad_token_id = next(
+            (
+                value
+                for source in (trainer.processing_class, model.config)
+                for value in (getattr(source, "pad_token_id", None), getattr(source, "eos_token_id", None))
+                if isinstance(value, int)
+            ),
+            0,  # prompts are left-padded under an attention mask of 0: the id does not matter
+        )
         for name in predictions:
             rate = greedy_match_rate(model, datasets[name], pad_token_id, trainer.args.per_device_eval_batch_size)
             if rate is not None:

@@ -10,8 +10,8 @@ distribution over the vocabulary at every position, and SCRUB compares teacher a
 
 Memory: the float32 log-softmaxes of student and teacher over a 50k-150k vocabulary, for every position of the
 batch, are the largest tensors of a step. `token_terms` therefore works on at most `chunk_size` positions at a time,
-and each chunk is recomputed in the backward pass (`torch.utils.checkpoint`) instead of keeping its float32
-intermediates alive, so the extra memory is bounded by one chunk whatever the batch and sequence length.
+forward and backward (`_ChunkedTerms` writes each chunk's gradient into the logits' gradient directly), so the extra
+memory is bounded by one chunk whatever the batch and sequence length (measured in BENCHMARKS.md).
 
 Every function returns one value per position, ``(B, L - 1)``, zero where nothing is predicted; the trainer weights
 positions so that a step's loss is the mean over its loss-carrying tokens.
@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from .losses import IGNORE_INDEX
 
-DEFAULT_CHUNK_SIZE = 512  # positions per chunk: 512 x 49,152 float32 = 100 MB per log-softmax (SmolLM2)
+DEFAULT_CHUNK_SIZE = 256  # positions per chunk: 256 x 49,152 float32 = 50 MB per softmax (SmolLM2)
 
 
 def next_token_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -48,6 +47,51 @@ def _chunk_terms(
     return torch.stack([distance, ce], dim=-1)
 
 
+class _ChunkedTerms(torch.autograd.Function):
+    """The same values as `_chunk_terms` over all rows, computed `chunk_size` rows at a time, with a backward that
+    writes each chunk's gradient straight into the one gradient tensor of the logits.
+
+    Letting autograd differentiate a loop of chunks would not bound memory: the backward of every chunk's row
+    selection allocates a gradient of the full logits' size. Here the gradients are written by hand, from
+    ``d(T^2 KL(p || softmax(s / T))) / ds = T * (softmax(s / T) - p)`` and ``d CE / ds = softmax(s) - onehot(y)``,
+    so the extra memory is one chunk's float32 softmaxes (tested against autograd on the unchunked terms).
+    """
+
+    @staticmethod
+    def forward(ctx, student_flat, teacher_flat, rows, targets, temperature, with_ce, chunk_size):
+        values = []
+        for start in range(0, len(rows), chunk_size):
+            chunk = rows[start : start + chunk_size]
+            teacher = None if teacher_flat is None else teacher_flat[chunk]
+            values.append(
+                _chunk_terms(student_flat[chunk], teacher, targets[start : start + chunk_size], temperature, with_ce)
+            )
+        ctx.save_for_backward(student_flat, teacher_flat, rows, targets)
+        ctx.settings = (temperature, with_ce, chunk_size)
+        return torch.cat(values) if values else student_flat.new_zeros((0, 2), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad_values):
+        student_flat, teacher_flat, rows, targets = ctx.saved_tensors
+        temperature, with_ce, chunk_size = ctx.settings
+        grad_student = torch.zeros_like(student_flat)
+        for start in range(0, len(rows), chunk_size):
+            chunk, stop = rows[start : start + chunk_size], start + chunk_size
+            student = student_flat[chunk].float()
+            grad = torch.zeros_like(student)
+            if teacher_flat is not None:
+                difference = F.softmax(student / temperature, -1) - F.softmax(
+                    teacher_flat[chunk].float() / temperature, -1
+                )
+                grad += grad_values[start:stop, 0:1] * temperature * difference
+            if with_ce:
+                probabilities = F.softmax(student, -1)
+                probabilities[torch.arange(len(chunk), device=student.device), targets[start:stop]] -= 1.0
+                grad += grad_values[start:stop, 1:2] * probabilities
+            grad_student[chunk] = grad.to(grad_student.dtype)
+        return grad_student, None, None, None, None, None, None
+
+
 def token_terms(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | None,
@@ -64,7 +108,8 @@ def token_terms(
         labels: ``(B, L)`` token ids with -100 where no loss is taken, unshifted (aligned with the inputs).
         temperature: the distillation temperature ``T`` (the cross-entropy is always at temperature 1).
         with_ce: compute the cross-entropy too (a max-step needs only the distance).
-        chunk_size: positions per chunk (None: all at once, the reference the chunked result is tested against).
+        chunk_size: positions per chunk (None: all at once through autograd, the reference the chunked result is
+            tested against).
     """
     if teacher_logits is not None and student_logits.shape != teacher_logits.shape:
         raise ValueError(
@@ -79,23 +124,14 @@ def token_terms(
     rows = batch_index * length + position
     targets = labels[batch_index, position + 1]
     student_flat = student_logits.reshape(batch * length, vocab)
-    teacher_flat = None if teacher_logits is None else teacher_logits.reshape(batch * length, vocab)
-    step = len(rows) if chunk_size is None else max(1, chunk_size)
-    parts = []
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        arguments = (
-            student_flat[chunk],
-            None if teacher_flat is None else teacher_flat[chunk],
-            targets[start : start + step],
-            temperature,
-            with_ce,
+    teacher_flat = None if teacher_logits is None else teacher_logits.detach().reshape(batch * length, vocab)
+    if chunk_size is None:
+        teacher_rows = None if teacher_flat is None else teacher_flat[rows]
+        values = _chunk_terms(student_flat[rows], teacher_rows, targets, temperature, with_ce)
+    else:
+        values = _ChunkedTerms.apply(
+            student_flat, teacher_flat, rows, targets, temperature, with_ce, max(1, chunk_size)
         )
-        if chunk_size is not None and torch.is_grad_enabled() and student_logits.requires_grad:
-            parts.append(checkpoint(_chunk_terms, *arguments, use_reentrant=False))
-        else:
-            parts.append(_chunk_terms(*arguments))
-    values = torch.cat(parts) if parts else student_logits.new_zeros((0, 2), dtype=torch.float32)
     dense = values.new_zeros(batch, length - 1, 2).index_put((batch_index, position), values)
     return dense[..., 0], dense[..., 1]
 

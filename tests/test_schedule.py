@@ -2,12 +2,21 @@
 
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
 from transformers import Trainer, TrainingArguments
 
-from hf_scrub.schedule import Phase, ScheduleBatchSampler, build_schedule, epoch_progress, shuffled_rows
+from hf_scrub.schedule import (
+    Phase,
+    ScheduleBatchSampler,
+    build_mixed_schedule,
+    build_schedule,
+    epoch_progress,
+    shuffled_rows,
+    weight_by_tokens,
+)
 
 F, R = Phase.FORGET, Phase.RETAIN
 
@@ -22,6 +31,35 @@ def test_order_and_counts_without_accumulation():
     assert phases(schedule) == ([(1, F)] * 3 + [(1, R)] * 4 + [(2, F)] * 3 + [(2, R)] * 4 + [(3, R)] * 4)
     sizes = [len(step.micro_batches[0][0]) for step in schedule[:7]]
     assert sizes == [4, 4, 2, 8, 8, 8, 6]
+
+
+def test_warmup_steps_move_the_first_retain_steps_before_the_first_forget_pass():
+    plain = build_schedule(10, 30, forget_batch_size=4, retain_batch_size=8, num_epochs=3, forget_epochs=2, seed=0)
+    warm = build_schedule(
+        10, 30, forget_batch_size=4, retain_batch_size=8, num_epochs=3, forget_epochs=2, retain_warmup_steps=1, seed=0
+    )
+    assert phases(warm) == ([(1, R)] + [(1, F)] * 3 + [(1, R)] * 3 + [(2, F)] * 3 + [(2, R)] * 4 + [(3, R)] * 4)
+    # the same steps, the first retain step moved: the epoch's work and every later epoch are unchanged
+    assert warm[0] == plain[3] and warm[1:4] == plain[:3] and warm[4:] == plain[4:]
+
+
+def test_token_weights_make_each_step_the_mean_over_its_tokens():
+    schedule = build_schedule(3, 5, forget_batch_size=2, retain_batch_size=4, num_epochs=1, forget_epochs=1, seed=0,
+                              gradient_accumulation_steps=2, num_processes=2)  # fmt: skip
+    counts = {F: np.array([3, 1, 7]), R: np.array([2, 4, 6, 8, 10])}
+    weighted = weight_by_tokens(schedule, counts, num_processes=2)
+    for before, after in zip(schedule, weighted, strict=True):
+        real = [ex for micro in after.micro_batches for batch in micro for ex in batch if ex.weight > 0]
+        assert sorted(ex.row for ex in real) == sorted(
+            ex.row for micro in before.micro_batches for batch in micro for ex in batch if ex.weight > 0
+        )
+        tokens = sum(counts[ex.phase][ex.row] for ex in real)
+        # summing weight x per-token loss over the step's tokens and averaging over 2 processes = the token mean
+        assert sum(ex.weight * counts[ex.phase][ex.row] for ex in real) / 2 == pytest.approx(1.0)
+        assert all(ex.weight == pytest.approx(2 / tokens) for ex in real)
+    mixed = build_mixed_schedule(3, 5, batch_size=4, num_epochs=1)
+    with pytest.raises(ValueError, match="mixed forget/retain steps"):
+        weight_by_tokens(mixed, counts)
 
 
 def test_every_example_once_per_pass_and_reshuffled_each_epoch():

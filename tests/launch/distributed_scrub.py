@@ -2,6 +2,7 @@
 
     torchrun --nproc_per_node 2 tests/launch/distributed_scrub.py --out DIR [--gradient-accumulation-steps 1 2]
     python tests/launch/distributed_scrub.py --out DIR          # the same run in one process
+    ... --causal-lm                                              # the tiny Llama, token-level SCRUB
 
 Under the environment `accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml` sets, the same
 command runs DeepSpeed ZeRO-3 (on CPU: DeepSpeed's CPU accelerator, gloo).
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the conftest models and datasets
 import torch  # noqa: E402
-from conftest import tiny_bert, token_dataset  # noqa: E402  (also sets the offline HF environment)
+from conftest import lm_dataset, tiny_bert, tiny_causal_lm, token_dataset  # noqa: E402  (also offline HF env)
 from safetensors.torch import save_file  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -47,7 +48,14 @@ class RecordingScrubTrainer(ScrubTrainer):
 
 
 def run(
-    out: Path, forget_batch: int, retain_batch: int, accumulation: int, world_size: int, rank: int, cache: bool
+    out: Path,
+    forget_batch: int,
+    retain_batch: int,
+    accumulation: int,
+    world_size: int,
+    rank: int,
+    cache: bool,
+    causal_lm: bool = False,
 ) -> None:
     slots = world_size * accumulation
     if forget_batch % slots or retain_batch % slots:
@@ -75,10 +83,14 @@ def run(
         seed=0,
         cache_teacher_outputs=cache,
     )
-    forget, retain = token_dataset(FORGET, 1), token_dataset(RETAIN, 2)
-    forget_validation, test = token_dataset(FORGET_VALIDATION, 3), token_dataset(TEST, 4)
+    # The causal LM: rows with different numbers of loss tokens, so that only per-token weighting across processes
+    # matches one process; its teacher is another model, so that the first max-steps have a real gradient.
+    make_data = lm_dataset if causal_lm else token_dataset
+    forget, retain = make_data(FORGET, 1), make_data(RETAIN, 2)
+    forget_validation, test = make_data(FORGET_VALIDATION, 3), make_data(TEST, 4)
     trainer = RecordingScrubTrainer(
-        model=tiny_bert(dropout=0.0),
+        model=tiny_causal_lm() if causal_lm else tiny_bert(dropout=0.0),
+        teacher_model=tiny_causal_lm(seed=1) if causal_lm else None,
         args=args,
         forget_dataset=forget,
         retain_dataset=retain,
@@ -141,13 +153,23 @@ def main() -> None:
     parser.add_argument("--retain-batch", type=int, default=8, help="global retain batch per optimizer step")
     parser.add_argument("--gradient-accumulation-steps", type=int, nargs="+", default=[1])
     parser.add_argument("--cache-teacher-outputs", action="store_true")
+    parser.add_argument("--causal-lm", action="store_true", help="the tiny Llama on token data")
     cli = parser.parse_args()
     torch.set_num_threads(1)  # the launches share 2 cores; also keeps CPU kernels' reduction order fixed
     world_size, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     for accumulation in cli.gradient_accumulation_steps:
         out = cli.out / f"ga{accumulation}"
         out.mkdir(parents=True, exist_ok=True)
-        run(out, cli.forget_batch, cli.retain_batch, accumulation, world_size, rank, cli.cache_teacher_outputs)
+        run(
+            out,
+            cli.forget_batch,
+            cli.retain_batch,
+            accumulation,
+            world_size,
+            rank,
+            cli.cache_teacher_outputs,
+            cli.causal_lm,
+        )
 
 
 if __name__ == "__main__":

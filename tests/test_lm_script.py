@@ -1,0 +1,102 @@
+"""`scripts/scrub.py` on a causal LM, end to end on real files: a tiny Llama with SmolLM2's real tokenizer and chat
+template, saved with `save_pretrained`, and fictitious-facts data saved with `save_to_disk` / as JSON lines.
+
+What a user of the CLI relies on: the task is inferred from the model, LoRA and the `llm` preset are the defaults,
+the output holds the adapter (and the merged model on request) and the evidence, the input model folder is never
+written, and bad requests are refused before the model loads.
+"""
+
+import json
+
+import datasets
+import pytest
+from cli_fixtures import folder_digest, refused, results_of
+
+from hf_scrub import cli
+from hf_scrub.lm_models import make_fictitious_facts, smollm2_tokenizer, tiny_llama
+
+FAST = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no",
+        "--num_train_epochs", "2", "--forget_epochs", "1", "--per_device_train_batch_size", "8",
+        "--per_device_forget_batch_size", "4", "--max_length", "48", "--learning_rate", "1e-3",
+        "--activation_checkpointing", "false"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lm_assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm_assets")
+    tokenizer = smollm2_tokenizer()
+    model = tiny_llama(seed=0)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    facts = make_fictitious_facts(12, seed=0)
+    data = datasets.DatasetDict({"train": facts["train"], "test": facts["holdout"]})
+    data.save_to_disk(str(root / "facts"))
+    (root / "forget.json").write_text(json.dumps([0, 1, 2, 3]))
+    messages = [
+        {"messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]}
+        for row in facts["train"]
+    ]
+    with open(root / "chat.jsonl", "w") as file:
+        for index, row in enumerate(messages):
+            file.write(json.dumps({**row, "forget": index < 4}) + "\n")
+    return root
+
+
+def lm_run(lm_assets, tmp_path, *flags, data=None):
+    return ["--model_name_or_path", str(lm_assets / "model"), "--dataset_name", str(data or lm_assets / "facts"),
+            "--output_dir", str(tmp_path / "out"), *FAST, *map(str, flags)]  # fmt: skip
+
+
+def test_default_run_is_lora_with_the_llm_preset_and_writes_the_evidence(lm_assets, tmp_path, capsys):
+    before = folder_digest(lm_assets / "model")
+    argv = lm_run(
+        lm_assets, tmp_path, "--forget_indices_file", lm_assets / "forget.json", "--save_merged_model", "true"
+    )
+    assert cli.main(argv) == 0
+    out = tmp_path / "out"
+    results = results_of(out)
+    assert results["task"] == "causal-lm"
+    assert results["hyperparameters"]["preset"] == "llm" and results["hyperparameters"]["use_peft"] is True
+    assert results["hyperparameters"]["schedule"] == "fixed"
+    assert results["forget"]["num_examples"] == 4
+    for column in ("original", "unlearned"):
+        report = results[column]
+        for key in ("forget_accuracy", "retain_accuracy", "test_accuracy", "forget_answer_accuracy", "forget_loss"):
+            assert 0 <= report[key] <= (1 if "accuracy" in key else 100), key
+    assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    assert not (out / "model.safetensors").exists() and not (out / "scrub_teacher").exists()
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert folder_digest(lm_assets / "model") == before  # the input model is never written
+    printed = capsys.readouterr().out
+    assert "forget_answer_accuracy" in printed and "verdict:" in printed
+
+
+def test_chat_messages_with_a_forget_column(lm_assets, tmp_path):
+    flags = ["--forget_column", "forget", "--test_size", "0.25", "--max_length", "96"]
+    assert cli.main(lm_run(lm_assets, tmp_path, *flags, data=lm_assets / "chat.jsonl")) == 0
+    results = results_of(tmp_path / "out")
+    assert results["task"] == "causal-lm" and results["forget"]["num_examples"] == 4
+    # one assistant turn: the greedy continuation of the rendered conversation is compared with the answer
+    assert 0 <= results["unlearned"]["forget_answer_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "messages"),
+    [
+        (["--forget_classes", "3"], ["forget_classes needs class labels"]),
+        (["--num_forget_examples", "4", "--cache_teacher_outputs", "true"], ["refused for causal LMs"]),
+        (["--num_forget_examples", "4", "--max_length", "8"], ["carry no loss-bearing token", "--max_length"]),
+    ],
+)
+def test_bad_requests_are_refused_before_the_model_loads(lm_assets, tmp_path, capsys, loads, flags, messages):
+    refused(capsys, lm_run(lm_assets, tmp_path, *flags), *messages)
+    assert loads == []  # the data is tokenized (and its rows checked) with the tokenizer alone
+
+
+def test_baselines_are_refused_for_causal_lms(lm_assets, tmp_path, capsys, loads):
+    argv = lm_run(lm_assets, tmp_path, "--num_forget_examples", "4", "--method", "neggrad")
+    argv = [a for i, a in enumerate(argv) if "--forget_epochs" not in argv[max(i - 1, 0) : i + 1]]
+    refused(capsys, argv, "--method neggrad is not available for causal language models")
+    assert loads == []
+
