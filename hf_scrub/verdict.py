@@ -8,8 +8,10 @@ from a Retrain model:
   distribution, so its error must lie within a two-sided confidence band around the forget-validation error
   (overshooting makes the forget set stand out as much as not forgetting does). Without unseen forget-validation
   data (no test split) there is no reference, and the verdict says so instead of guessing;
-- the retain side is kept when retain accuracy (and, for classes, the remaining classes' test accuracy) is within
-  `RETAIN_TOLERANCE` of the original's.
+- the retain side is kept when retain accuracy (and, for classes, the remaining classes' test accuracy; for causal
+  LMs the retain answer match) is within `RETAIN_TOLERANCE` of the original's;
+- causal LMs with prompt/completion data are judged on the greedy answer match (does the model still produce the
+  completion?) rather than on next-token accuracy, which the answers' predictable wording dominates.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from .lm_metrics import MAX_GENERATION_EXAMPLES
 
 CLASS_TOLERANCE = 0.02
 RETAIN_TOLERANCE = 0.02
@@ -36,7 +40,8 @@ def error_band(reference_error: float, num_reference: int, num_forget: int) -> f
 
 
 def _retain_kept(original: Mapping[str, float], unlearned: Mapping[str, float]) -> tuple[bool, str]:
-    keys = [k for k in ("retain_accuracy", "test_retain_classes_accuracy") if k in original and k in unlearned]
+    names = ("retain_accuracy", "test_retain_classes_accuracy", "retain_answer_accuracy")
+    keys = [k for k in names if k in original and k in unlearned]
     kept = all(unlearned[k] >= original[k] - RETAIN_TOLERANCE for k in keys)
     detail = ", ".join(f"{k} {unlearned[k]:.4f} vs {original[k]:.4f}" for k in keys)
     return kept, detail
@@ -61,12 +66,18 @@ def unlearning_verdict(
             f"({', '.join(f'{k} {v:.4f}' for k, v in measured.items())})"
         )
     elif "forget_validation_accuracy" in unlearned and not forget.get("test_held_out_from_train"):
-        reference_error = 1 - unlearned["forget_validation_accuracy"]
-        forget_error = 1 - unlearned["forget_accuracy"]
-        band = error_band(reference_error, forget.get("num_forget_validation_examples", 0), forget["num_examples"])
+        # A causal LM's next-token accuracy is mostly the answers' predictable wording; whether the model still
+        # *produces* the forgotten completions is the greedy answer match, judged instead when it was measured.
+        answers = "forget_answer_accuracy" in unlearned and "forget_validation_answer_accuracy" in unlearned
+        prefix, cap = ("answer ", MAX_GENERATION_EXAMPLES) if answers else ("", None)
+        key = "answer_accuracy" if answers else "accuracy"
+        reference_error = 1 - unlearned[f"forget_validation_{key}"]
+        forget_error = 1 - unlearned[f"forget_{key}"]
+        counts = [forget.get("num_forget_validation_examples", 0), forget["num_examples"]]
+        band = error_band(reference_error, *(min(count, cap or count) for count in counts))
         met = abs(forget_error - reference_error) <= band
         reference = (
-            f"unseen examples of the forget set's distribution: forget error {forget_error:.4f} within "
+            f"unseen examples of the forget set's distribution: forget {prefix}error {forget_error:.4f} within "
             f"{reference_error:.4f} +/- {band:.4f}"
         )
     else:

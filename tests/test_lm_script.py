@@ -99,4 +99,3 @@ def test_baselines_are_refused_for_causal_lms(lm_assets, tmp_path, capsys, loads
     argv = [a for i, a in enumerate(argv) if "--forget_epochs" not in argv[max(i - 1, 0) : i + 1]]
     refused(capsys, argv, "--method neggrad is not available for causal language models")
     assert loads == []
-

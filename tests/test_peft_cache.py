@@ -1,6 +1,5 @@
 """LoRA with the adapter-disabled teacher, and cached teacher outputs (issue 5, deliverables 4-5)."""
 
-
 import datasets
 import numpy as np
 import pytest

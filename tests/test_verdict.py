@@ -76,3 +76,21 @@ def test_no_unseen_reference_means_no_judgement():
     verdict = selective(0.2, 0.2, held_out_from_train=True)
     assert verdict["forget_target_met"] is None and verdict["summary"].startswith("forget target not judged")
     assert "no unseen examples" in verdict["reference"]
+
+
+def test_causal_lm_is_judged_on_the_answers_it_still_produces():
+    """Measured on the LLM demo: next-token accuracy looked like unseen text (0.98 vs 0.88, band 0.26 at 8 forget
+    rows) while 6 of 8 forgotten answers were still produced; the answer match must decide, and say so."""
+    forget = {"type": "indices", "num_examples": 8, "num_forget_validation_examples": 20}
+    unlearned = {"forget_accuracy": 0.979, "forget_validation_accuracy": 0.882, "retain_accuracy": 1.0,
+                 "forget_answer_accuracy": 0.75, "forget_validation_answer_accuracy": 0.05,
+                 "retain_answer_accuracy": 1.0}  # fmt: skip
+    original = {"retain_accuracy": 1.0, "retain_answer_accuracy": 1.0}
+    verdict = unlearning_verdict(forget, original, unlearned, "fixed schedule")
+    assert verdict["forget_target_met"] is False
+    assert "forget answer error 0.2500 within 0.9500" in verdict["reference"]
+    forgotten = {**unlearned, "forget_answer_accuracy": 0.0}
+    assert unlearning_verdict(forget, original, forgotten, "fixed schedule")["forget_target_met"] is True
+    lost = {**forgotten, "retain_answer_accuracy": 0.9}
+    verdict = unlearning_verdict(forget, original, lost, "fixed schedule")
+    assert verdict["retain_kept"] is False and "retain_answer_accuracy 0.9000 vs 1.0000" in verdict["retain"]
