@@ -12,8 +12,10 @@ Two forms, chosen by `build_teacher`:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -62,11 +64,17 @@ class FrozenTeacher:
         return getattr(self.module.config, "num_labels", None)
 
 
-class AdapterDisabledTeacher:
-    """The student peft model itself, run in eval mode with its adapters disabled (the untouched base model)."""
+class _SameModelTeacher:
+    """A teacher that is the student peft model itself, run in eval mode without gradients in the adapter state
+    `as_teacher` selects (and then switched back, before the student's own forward)."""
+
+    num_outputs = None  # same module as the student: sizes match by construction
 
     def prepare(self, accelerator: Any) -> None:
         self._unwrap = accelerator.unwrap_model
+
+    def as_teacher(self, peft_model: nn.Module) -> contextlib.AbstractContextManager:
+        raise NotImplementedError
 
     @torch.no_grad()
     def logits(self, student: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
@@ -74,22 +82,26 @@ class AdapterDisabledTeacher:
         was_training = peft_model.training
         peft_model.eval()  # teacher semantics: no dropout, BatchNorm running statistics
         try:
-            with peft_model.disable_adapter():
+            with self.as_teacher(peft_model):
                 return peft_model(**inputs).logits
         finally:
             peft_model.train(was_training)
 
-    num_outputs = None  # same module as the student: sizes match by construction
+
+class AdapterDisabledTeacher(_SameModelTeacher):
+    """The student peft model with its adapters disabled (the untouched base model)."""
+
+    def as_teacher(self, peft_model: nn.Module) -> contextlib.AbstractContextManager:
+        return peft_model.disable_adapter()
 
 
 TEACHER_ADAPTER = "scrub_teacher"
 
 
-class FrozenAdapterTeacher:
+class FrozenAdapterTeacher(_SameModelTeacher):
     """For a peft model whose adapters are already trained (part of the original model): a frozen copy of the
     active adapter, added to the same model under `TEACHER_ADAPTER`, is the teacher. Only the adapter weights are
-    copied (megabytes), never the base model; the teacher forward switches the active adapter with peft's public
-    `set_adapter` and back, in eval mode without gradients."""
+    copied (megabytes), never the base model; the teacher forward selects it with peft's public `set_adapter`."""
 
     def __init__(self, model: nn.Module) -> None:
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
@@ -102,22 +114,13 @@ class FrozenAdapterTeacher:
         set_peft_model_state_dict(model, weights, adapter_name=TEACHER_ADAPTER)
         model.set_adapter(self.student_adapter)  # the student's adapter trains; the teacher's stays frozen
 
-    def prepare(self, accelerator: Any) -> None:
-        self._unwrap = accelerator.unwrap_model
-
-    @torch.no_grad()
-    def logits(self, student: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        peft_model = self._unwrap(student)
-        was_training = peft_model.training
-        peft_model.eval()
+    @contextlib.contextmanager
+    def as_teacher(self, peft_model: nn.Module) -> Iterator[None]:
         peft_model.set_adapter(TEACHER_ADAPTER, inference_mode=True)
         try:
-            return peft_model(**inputs).logits
+            yield
         finally:
             peft_model.set_adapter(self.student_adapter)  # trainable again, before the student's forward
-            peft_model.train(was_training)
-
-    num_outputs = None  # same module as the student: sizes match by construction
 
 
 def place_frozen_model(module: nn.Module, accelerator: Any) -> nn.Module:

@@ -69,24 +69,14 @@ def token_dataset(n: int, seed: int, num_labels: int = 2, length: int = 8, vocab
 
 
 def tiny_causal_lm(vocab_size: int = 32, seed: int = 0):
-    """A ~10k-parameter Llama (no dropout, untied head) for the token-level trainer tests."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """`hf_scrub.lm_models.tiny_llama` with a 32-token vocabulary and an untied head (~3k parameters): the token-level
+    trainer tests need no tokenizer (their rows are made of ids)."""
+    from hf_scrub.lm_models import tiny_llama
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
+    return tiny_llama(
+        seed=seed, vocab_size=vocab_size, tie_word_embeddings=False, max_position_embeddings=64,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
 
 
 def lm_dataset(n: int, seed: int, length: int = 10, vocab_size: int = 32) -> datasets.Dataset:
