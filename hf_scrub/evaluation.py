@@ -87,10 +87,15 @@ class TokenPredictions:
 
 def predict_splits(trainer: Trainer, datasets: Mapping[str, Any]) -> dict[str, SplitPredictions | TokenPredictions]:
     """Run `trainer.predict` on every non-empty split (a causal LM's through `token_predictions`)."""
-    results = {}
+    results: dict[str, SplitPredictions | TokenPredictions] = {}
+    seen: dict[int, str] = {}  # one split passed under two names (a causal LM's test and forget_validation)
     for name, dataset in datasets.items():
         if dataset is None or len(dataset) == 0:
             continue
+        if id(dataset) in seen:
+            results[name] = results[seen[id(dataset)]]
+            continue
+        seen[id(dataset)] = name
         output = trainer.predict(dataset, metric_key_prefix=name)
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         logits, labels = np.asarray(logits), np.asarray(output.label_ids)
@@ -149,10 +154,14 @@ def evaluate_model(
             ),
             0,  # prompts are left-padded under an attention mask of 0: the id does not matter
         )
+        rates: dict[int, float | None] = {}
         for name in predictions:
-            rate = greedy_match_rate(model, datasets[name], pad_token_id, trainer.args.per_device_eval_batch_size)
-            if rate is not None:
-                report[f"{name}_answer_accuracy"] = rate
+            dataset = datasets[name]
+            if id(dataset) not in rates:
+                batch_size = trainer.args.per_device_eval_batch_size
+                rates[id(dataset)] = greedy_match_rate(model, dataset, pad_token_id, batch_size)
+            if rates[id(dataset)] is not None:
+                report[f"{name}_answer_accuracy"] = rates[id(dataset)]
     return report
 
 

@@ -432,8 +432,10 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         "forget": prepare(splits.forget),
         "retain": prepare(splits.retain),
         "test": prepare(splits.test),
-        "forget_validation": prepare(splits.forget_validation),
     }
+    # Without labels (a causal LM) the forget-validation split is the whole test split: prepared once.
+    same = splits.forget_validation is splits.test
+    eval_splits["forget_validation"] = eval_splits["test"] if same else prepare(splits.forget_validation)
     model = load_model(script_args.model_name_or_path, task)
     labelled = [splits.forget, splits.retain, splits.test]
     if task != CAUSAL_LM:
