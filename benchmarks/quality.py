@@ -13,6 +13,8 @@ Held-out scenarios (issue 10: no setting of any method was chosen on them; `sett
 - digits_selective the same: forget 30 random "3"s.
 - text_recipe      another Rotten Tomatoes sample, MiniLM fine-tuned with another recipe (AdamW 5e-5, weight decay,
                    batch 16, 64 tokens): forget 60 random "rotten" reviews.
+Causal LM (only when named: --scenarios llm_facts; ~1 h): benchmarks/llm_facts.py, its own table under
+<results-dir>/llm_facts.
 Methods: original (no unlearning), retrain (same recipe as the original, retain only: the oracle), scrub,
 scrub_auto (the goal-driven `auto` preset with ONE setting for every scenario: only the evaluation batch size comes
 from the scenario, AUTO_SCENARIO_KEYS), scrub_r (SCRUB+R), finetune, neggrad_plus, bad_teacher; every metric of
@@ -45,6 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import datasets
+import llm_facts  # benchmarks/llm_facts.py, next to this script
 import numpy as np
 import torch
 import yaml
@@ -452,6 +455,13 @@ def main() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     config = yaml.safe_load(args.config.read_text())
     scenarios = args.scenarios or list(config["scenarios"])
+    if llm_facts.SCENARIO in scenarios:  # a causal LM: its own runner and table (benchmarks/llm_facts.py)
+        scenarios.remove(llm_facts.SCENARIO)
+        llm_methods = [m for m in args.methods or [] if m in llm_facts.METHODS] or None
+        results_dir = args.results_dir / llm_facts.SCENARIO
+        print(llm_facts.run(args.seeds, llm_methods, args.quick, results_dir, args.report_only))
+        if not scenarios:
+            return
     seeds = [args.seeds[0]] if args.quick else args.seeds
     methods = args.methods or (QUICK_METHODS if args.quick else METHOD_ORDER)
     args.results_dir.mkdir(parents=True, exist_ok=True)

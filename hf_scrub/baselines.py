@@ -2,12 +2,21 @@
 evaluation as `ScrubTrainer`, so comparisons measure the methods, not the code around them.
 
 - `FinetuneTrainer`: cross-entropy on the retain set only ("catastrophic forgetting" of the forget set).
-- `NegGradTrainer`: gradient ascent on the forget set's cross-entropy.
+- `NegGradTrainer`: gradient ascent (GA) on the forget set's cross-entropy.
+- `GradDiffTrainer`: each forget batch paired with a retain batch: ``-CE_forget + CE_retain``.
+- `NPOTrainer`: each forget batch paired with a retain batch: NPO's per-sequence loss against the frozen original
+  (Zhang et al., 2024) ``+ retain_weight * CE_retain``.
 - `NegGradPlusTrainer`: each step pairs a retain and a forget batch: ``beta * CE_retain - (1 - beta) * CE_forget``.
 - `BadTeacherTrainer`: mixed batches distilled from the original model (retain examples) and from a randomly
   initialised copy (forget examples).
-Retrain, the gold standard (train from scratch on the retain set), is a plain `transformers.Trainer` run; see
+Retrain, the gold standard (train on the retain set from where the original started: from scratch, or from the
+pretrained checkpoint it was fine-tuned from, `fresh_model_like`), is `FinetuneTrainer` on that fresh model; see
 `hf_scrub.pipeline`.
+
+The first four run on causal LMs too, per next-token position (`hf_scrub.lm_losses`): a cross-entropy term is the
+mean over its set's loss-carrying tokens in the step, NPO's forget term the mean over its forget sequences
+(`token_group_means`, `hf_scrub.schedule.weight_by_tokens`). NegGrad+ and Bad-Teacher are classifier-only: for
+causal LMs GradDiff and NPO are the field's counterparts.
 """
 
 from __future__ import annotations
@@ -17,14 +26,58 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import BadTeacherConfig, NegGradPlusConfig, UnlearningConfig
+from .config import BadTeacherConfig, NegGradPlusConfig, NPOConfig, UnlearningConfig
+from .lm_losses import next_token_mask, npo_loss, sequence_log_likelihood, spread_over_tokens, token_terms
 from .losses import bad_teacher_loss, cross_entropy_per_item, neggrad_plus_loss
-from .schedule import OptimizerStep, Phase, build_mixed_schedule, build_paired_schedule, build_schedule
+from .schedule import (
+    GroupMean,
+    OptimizerStep,
+    Phase,
+    build_mixed_schedule,
+    build_paired_schedule,
+    build_schedule,
+)
+from .tasks import is_causal_lm
 from .teacher import FrozenTeacher, build_teacher
 from .unlearning_trainer import Tags, UnlearningTrainer
 
 
-class FinetuneTrainer(UnlearningTrainer):
+class _CrossEntropyBaseline(UnlearningTrainer):
+    """A baseline made of cross-entropy terms, per example for a classifier, per next-token position for a causal LM.
+
+    The per-item tensor `unlearning_loss` returns is then ``(B,)`` or ``(B, L - 1)``; the helpers here give each
+    method one code path for both.
+    """
+
+    supports_causal_lm = True
+
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Float32 cross-entropy per example, or per position for a causal LM (0 where nothing is predicted)."""
+        if self.token_level:
+            return token_terms(logits, None, labels, chunk_size=self.args.token_chunk_size)[1]
+        return cross_entropy_per_item(logits, labels)
+
+    def per_item(self, rows: torch.Tensor) -> torch.Tensor:
+        """A per-example mask shaped to broadcast against the per-item losses."""
+        return rows[:, None] if self.token_level else rows
+
+    def counted(self, tags: Tags, rows: torch.Tensor) -> torch.Tensor:
+        """What a cross-entropy metric averages over: the real examples among `rows`, or their loss-carrying tokens."""
+        real = tags.real & rows
+        return next_token_mask(tags.labels) & real[:, None] if self.token_level else real
+
+    def forget_paired_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
+        """GradDiff's and NPO's steps: every epoch one pass over the forget set, each forget batch paired with a
+        retain batch (the retain set cycled), as the LLM-unlearning literature runs them (TOFU)."""
+        return build_paired_schedule(
+            num_forget, num_retain, forget_batch_size=self.args.per_device_forget_batch_size,
+            retain_batch_size=self._train_batch_size, num_epochs=int(self.args.num_train_epochs),
+            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
+            num_processes=self.accelerator.num_processes, passes_over=Phase.FORGET, seed=self.schedule_seed,
+        )  # fmt: skip
+
+
+class FinetuneTrainer(_CrossEntropyBaseline):
     """Fine-tune on the retain set with cross-entropy; the forget set is only evaluated."""
 
     method_name = "finetune"
@@ -40,13 +93,13 @@ class FinetuneTrainer(UnlearningTrainer):
 
     def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
         outputs = model(**inputs)
-        ce = cross_entropy_per_item(outputs.logits, tags.labels)
-        self.record_metric("retain_ce", ce, tags.real)
+        ce = self.cross_entropy(outputs.logits, tags.labels)
+        self.record_metric("retain_ce", ce, self.counted(tags, tags.real))
         return ce, outputs
 
 
-class NegGradTrainer(UnlearningTrainer):
-    """Gradient ascent: every epoch one pass over the forget set, minimising ``-CE``."""
+class NegGradTrainer(_CrossEntropyBaseline):
+    """Gradient ascent: every epoch one pass over the forget set, minimising ``-CE`` (per token for a causal LM)."""
 
     method_name = "neggrad"
 
@@ -61,9 +114,73 @@ class NegGradTrainer(UnlearningTrainer):
 
     def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
         outputs = model(**inputs)
-        ce = cross_entropy_per_item(outputs.logits, tags.labels)
-        self.record_metric("forget_ce", ce, tags.real)
+        ce = self.cross_entropy(outputs.logits, tags.labels)
+        self.record_metric("forget_ce", ce, self.counted(tags, tags.real))
         return -ce, outputs
+
+
+class GradDiffTrainer(_CrossEntropyBaseline):
+    """Gradient difference: ``-CE_forget + CE_retain``, each the mean over its set in the step (its tokens, for a
+    causal LM), every forget batch paired with a retain batch (`forget_paired_schedule`)."""
+
+    method_name = "graddiff"
+    token_group_means = {Phase.FORGET: GroupMean.TOKENS, Phase.RETAIN: GroupMean.TOKENS}
+
+    def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
+        return self.forget_paired_schedule(num_forget, num_retain)
+
+    def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
+        outputs = model(**inputs)
+        is_forget = tags.sources == Phase.FORGET
+        ce = self.cross_entropy(outputs.logits, tags.labels)
+        self.record_metric("forget_ce", ce, self.counted(tags, is_forget))
+        self.record_metric("retain_ce", ce, self.counted(tags, ~is_forget))
+        return torch.where(self.per_item(is_forget), -ce, ce), outputs
+
+
+class NPOTrainer(_CrossEntropyBaseline):
+    """Negative Preference Optimization (Zhang et al., 2024) with a retain term, on paired steps like GradDiff.
+
+    Per forget sequence, `npo_loss` of its log-likelihood under the student against the frozen original's (the
+    reference: a frozen copy, or for fresh LoRA adapters the same model with adapters disabled, as SCRUB's teacher),
+    averaged over the step's forget sequences; plus ``retain_weight`` times the retain cross-entropy, averaged over
+    the step's retain tokens. For a classifier a "sequence" is one example and its log-likelihood ``log p(y | x)``.
+    For a causal LM each forget sequence's value is spread over its loss-carrying positions
+    (`spread_over_tokens`), so that the per-position tensor carries both terms and the schedule's per-sequence
+    weights (`GroupMean.SEQUENCES`) make it the mean over sequences.
+    """
+
+    method_name = "npo"
+    config_class = NPOConfig
+    token_group_means = {Phase.FORGET: GroupMean.SEQUENCES, Phase.RETAIN: GroupMean.TOKENS}
+
+    def setup_original(self, model: nn.Module, args: NPOConfig, num_labels: int | None) -> None:
+        self.teacher = build_teacher(model, None)  # the reference model, built as SCRUB's teacher is
+
+    def place_teachers(self) -> None:
+        self.teacher.prepare(self.accelerator)
+
+    def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
+        return self.forget_paired_schedule(num_forget, num_retain)
+
+    def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
+        args: NPOConfig = self.args
+        reference_logits = self.teacher.logits(model, inputs)
+        outputs = model(**inputs)
+        is_forget = tags.sources == Phase.FORGET
+        ce = self.cross_entropy(outputs.logits, tags.labels)
+        if self.token_level:
+            student_likelihood = -ce.sum(-1)  # the same float32 sum `sequence_log_likelihood` takes
+            reference_likelihood = sequence_log_likelihood(reference_logits, tags.labels, args.token_chunk_size)
+        else:
+            student_likelihood = -ce
+            reference_likelihood = -cross_entropy_per_item(reference_logits, tags.labels)
+        npo = npo_loss(student_likelihood, reference_likelihood, args.npo_beta)
+        self.record_metric("forget_npo", npo, tags.real & is_forget)
+        self.record_metric("forget_ce", ce, self.counted(tags, is_forget))
+        self.record_metric("retain_ce", ce, self.counted(tags, ~is_forget))
+        forget_term = spread_over_tokens(npo, tags.labels) if self.token_level else npo
+        return torch.where(self.per_item(is_forget), forget_term, args.retain_weight * ce), outputs
 
 
 class NegGradPlusTrainer(UnlearningTrainer):
@@ -130,16 +247,35 @@ class BadTeacherTrainer(UnlearningTrainer):
         return per_item, outputs
 
 
+def check_retrain_start(causal_lm: bool, init_from: str | None) -> None:
+    """Refuse a causal-LM retrain without the pretrained checkpoint it starts from.
+
+    A from-config random init of a language model would have to relearn the language from the retain set alone,
+    which is not the retrain the original's fine-tuning is compared with.
+    """
+    if causal_lm and init_from is None:
+        raise ValueError(
+            "--method retrain on a causal LM needs --retrain_init_from: the pretrained checkpoint the original was "
+            "fine-tuned from (the retrain fine-tunes it on the retain set). A randomly initialised language model "
+            "is not a retrain of a fine-tuned one."
+        )
+
+
 def fresh_model_like(model: nn.Module, seed: int, init_from: str | None = None) -> nn.Module:
     """The Retrain baseline's starting point: the original's architecture and init recipe, none of its training.
 
-    `init_from` (a pretrained checkpoint the original was fine-tuned from) gives that checkpoint with a new head;
-    without it the model is initialised from its config, as a model trained from scratch was.
+    `init_from` (a pretrained checkpoint the original was fine-tuned from) gives that checkpoint, a classifier with
+    a new head, a causal LM as it is; without it a classifier is initialised from its config, as a model trained
+    from scratch was (refused for a causal LM, `check_retrain_start`).
     """
+    causal_lm = is_causal_lm(model)
+    check_retrain_start(causal_lm=causal_lm, init_from=init_from)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if init_from is None:
             return type(model)(model.config)
+        if causal_lm:
+            return type(model).from_pretrained(init_from)
         config = model.config
         return type(model).from_pretrained(
             init_from, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id,
@@ -152,6 +288,8 @@ METHODS: dict[str, tuple[type[UnlearningTrainer], type[UnlearningConfig]]] = {
     "retrain": (FinetuneTrainer, UnlearningConfig),
     "finetune": (FinetuneTrainer, UnlearningConfig),
     "neggrad": (NegGradTrainer, UnlearningConfig),
+    "graddiff": (GradDiffTrainer, UnlearningConfig),
+    "npo": (NPOTrainer, NPOConfig),
     "neggrad_plus": (NegGradPlusTrainer, NegGradPlusConfig),
     "bad_teacher": (BadTeacherTrainer, BadTeacherConfig),
 }

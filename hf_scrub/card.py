@@ -104,6 +104,7 @@ CITATION = """\
 _AUTO_CLASSES = {
     "image-classification": ("AutoModelForImageClassification", "AutoImageProcessor", "processor"),
     "text-classification": ("AutoModelForSequenceClassification", "AutoTokenizer", "tokenizer"),
+    "causal-lm": ("AutoModelForCausalLM", "AutoTokenizer", "tokenizer"),  # a LoRA adapter folder loads alike (peft)
 }
 
 _METHOD_NAMES = {"scrub": "SCRUB"}
@@ -195,6 +196,52 @@ METRICS: dict[str, _Metric] = {
         "mean cross-entropy; close to Retrain's (well above Original's)",
         "mean cross-entropy; close to Retrain's (above Original's, like unseen data)",
         unit="raw",
+    ),
+    # Causal LMs (hf_scrub.lm_evaluation): what the model says and what an attacker can still tell.
+    "forget_answer_accuracy": _Metric(
+        "Forgotten answers still produced (greedy)",
+        "forget set",
+        "forget",
+        "close to Retrain's (the rate at which unseen facts are guessed)",
+    ),
+    "retain_answer_accuracy": _Metric(
+        "Kept answers produced (greedy)", "retain set", "retain", "high, close to Original's"
+    ),
+    "forget_answer_probability": _Metric(
+        "Forget answer probability", "forget set", "forget", "close to Retrain's", unit="raw"
+    ),
+    "retain_answer_probability": _Metric(
+        "Retain answer probability", "retain set", "retain", "close to Original's", unit="raw"
+    ),
+    "forget_rouge_l_recall": _Metric("Forget ROUGE-L recall", "forget set", "forget", "close to Retrain's"),
+    "retain_rouge_l_recall": _Metric("Retain ROUGE-L recall", "retain set", "retain", "close to Original's"),
+    **{
+        f"auc_{score}": _Metric(
+            f"MIA ROC AUC ({label})", _MIA_DATASET, "forget", "close to Retrain's (0.5: no leak)", unit="raw"
+        )
+        for score, label in (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-K%"), ("min_k_plus_plus", "Min-K%++"))
+    },
+    **{
+        f"privleak_{score}": _Metric(
+            f"PrivLeak ({label})", _MIA_DATASET, "forget", "close to 0 % (as leaky as Retrain)", unit="percent"
+        )
+        for score, label in (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-K%"), ("min_k_plus_plus", "Min-K%++"))
+    },
+    "forget_truth_ratio": _Metric(
+        "Forget truth ratio", "forget set", "forget", "close to Retrain's (P(wrong) / P(right))", unit="raw"
+    ),
+    "forget_quality": _Metric(
+        "Forget quality (KS p-value vs Retrain)",
+        "forget set",
+        "forget",
+        "≥ 0.05 (truth ratios indistinguishable from Retrain's)",
+        unit="raw",
+    ),
+    "generic_perplexity": _Metric(
+        "Generic-text perplexity", "generic text", "generic", "close to Original's", unit="raw"
+    ),
+    "generic_perplexity_ratio": _Metric(
+        "Generic-text perplexity / Original's", "generic text", "generic", "≤ 1.10", unit="raw"
     ),
 }
 
@@ -567,7 +614,11 @@ def _summary(results: Mapping[str, Any], method: str) -> str:
         f"behaves as if they had not been in its training data."
     )
     parts = []
-    for key in ("forget_accuracy", "retain_accuracy", "test_accuracy"):
+    if "forget_answer_accuracy" in unlearned:  # a causal LM: what it says, not its next-token accuracy
+        keys: tuple[str, ...] = ("forget_answer_accuracy", "retain_answer_accuracy", "forget_quality")
+    else:
+        keys = ("forget_accuracy", "retain_accuracy", "test_accuracy")
+    for key in keys:
         if _is_number(original.get(key)) and _is_number(unlearned.get(key)):
             part = f"{_metric_info(key).label.lower()} {_format_metric(key, original[key])} → "
             part += _format_metric(key, unlearned[key])

@@ -67,8 +67,8 @@ HELP_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "Evaluation and Hub": (
         "What is measured besides the before/after accuracies, where the results go.",
-        ("retrain_model_name_or_path", "relearn_time", "relearn_max_epochs", "output_dir", "overwrite_output_dir")
-        + ("require_target", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_token"),
+        ("retrain_model_name_or_path", "generic_text_file", "relearn_time", "relearn_max_epochs", "output_dir")
+        + ("overwrite_output_dir", "require_target", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_token"),
     ),
     "LoRA": (
         "Train fresh LoRA adapters instead of the whole model.",
@@ -185,6 +185,15 @@ DEFAULT_PRESET = "auto"  # --method scrub with neither --preset nor --schedule
 LLM_PRESET = "llm"  # the same for a causal LM (the goal-driven schedule is for classifiers)
 
 
+def llm_baseline_defaults(method: str) -> dict[str, Any]:
+    """A baseline's defaults on a causal LM: the `llm` preset's values of the fields its config has (optimiser,
+    learning rate, clipping, epochs, batch sizes, activation checkpointing), none of SCRUB's own. Baselines then
+    train the same LoRA adapters with the same optimiser settings as SCRUB, so a comparison measures the methods;
+    TrainingArguments' lr 5e-5 is tuned for full fine-tuning, not for LoRA adapters."""
+    fields = {field.name for field in dataclasses.fields(METHOD_CONFIGS[method])}
+    return {name: value for name, value in preset_values(LLM_PRESET).items() if name in fields}
+
+
 def _put_back(rest: list[str], known: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
     """The options the pre-parser read only to choose defaults, returned to the argument list for the real parser."""
     for name in names:
@@ -227,6 +236,7 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     defaults = {
         **({"use_peft": True} if causal_lm else {}),
         **(preset_values(preset) if preset else {}),
+        **(llm_baseline_defaults(method) if causal_lm and method != "scrub" else {}),
         **file_values,
         "preset": preset,
         "method": method,

@@ -191,6 +191,14 @@ class UnlearningConfig(TrainingArguments):
         default=32,
         metadata={"help": "Retain-set batch size per device."},
     )
+    token_chunk_size: int = field(
+        default=256,
+        metadata={
+            "help": "Causal LMs: next-token positions per chunk of the float32 softmaxes over the vocabulary (SCRUB's "
+            "distance, the baselines' cross-entropy; bounds their extra memory; each chunk is recomputed in the "
+            "backward pass)."
+        },
+    )
 
     def __post_init__(self) -> None:
         self._precision_from_deepspeed_launcher()
@@ -227,6 +235,8 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"history_retain_examples must be -1 (all) or >= 0, got {self.history_retain_examples}.")
         if not 0 < self.lr_decay_factor <= 1:
             raise ValueError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}.")
+        if self.token_chunk_size < 1:
+            raise ValueError(f"token_chunk_size must be >= 1, got {self.token_chunk_size}.")
 
     def _precision_from_deepspeed_launcher(self) -> None:
         """Under `accelerate launch` with DeepSpeed, train in the launcher's bf16/fp16 when the arguments name none.
@@ -304,13 +314,6 @@ class ScrubConfig(UnlearningConfig):
         },
     )
 
-    token_chunk_size: int = field(
-        default=256,
-        metadata={
-            "help": "Causal LMs: next-token positions per chunk of the float32 distance over the vocabulary (bounds "
-            "its extra memory; each chunk is recomputed in the backward pass)."
-        },
-    )
     retain_warmup_steps: int | None = field(
         default=None,
         metadata={
@@ -324,8 +327,6 @@ class ScrubConfig(UnlearningConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_temperature(self.kd_temperature)
-        if self.token_chunk_size < 1:
-            raise ValueError(f"token_chunk_size must be >= 1, got {self.token_chunk_size}.")
         if self.retain_warmup_steps is not None and self.retain_warmup_steps < 0:
             raise ValueError(f"retain_warmup_steps must be >= 0 (or unset), got {self.retain_warmup_steps}.")
         for name in ("alpha", "gamma"):
@@ -390,3 +391,29 @@ class BadTeacherConfig(UnlearningConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_temperature(self.kd_temperature)
+
+
+@dataclass
+class NPOConfig(UnlearningConfig):
+    """NPO (Zhang et al., 2024): each step pairs a forget and a retain batch, ``mean over forget sequences of
+    -(2 / npo_beta) * logsigmoid(-npo_beta * log(p_student / p_reference)) + retain_weight * CE_retain``, the
+    reference being the original model (frozen)."""
+
+    npo_beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "NPO's inverse temperature beta: how soon the push on a forget sequence fades once the model "
+            "finds it less likely than the original did (towards 0: gradient ascent)."
+        },
+    )
+    retain_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the retain cross-entropy (the NLL per retain token) added to NPO's forget term."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.npo_beta) or self.npo_beta <= 0:
+            raise ValueError(f"npo_beta must be a positive number, got {self.npo_beta}.")
+        if not math.isfinite(self.retain_weight) or self.retain_weight < 0:
+            raise ValueError(f"retain_weight must be a finite number >= 0, got {self.retain_weight}.")

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from transformers import Trainer
 
-from .lm_losses import token_predictions
-from .lm_metrics import greedy_match_rate
+from .lm_evaluation import llm_report
+from .lm_metrics import NUM_TOKEN_STATISTICS, greedy_completions, token_statistics
 from .losses import IGNORE_INDEX
 from .metrics.functional import membership_inference_attack, per_example_cross_entropy, unlearning_accuracy
 from .tasks import is_causal_lm
@@ -53,11 +53,12 @@ class SplitPredictions:
 
 @dataclass
 class TokenPredictions:
-    """A causal LM's predictions on one split, per position: from `hf_scrub.lm_losses.token_predictions`.
+    """A causal LM's predictions on one split, per position: from `hf_scrub.lm_metrics.token_statistics`.
 
-    ``outputs[i, j]`` holds the argmax for token ``j`` of example ``i`` and the float32 log-probability of its label;
-    only positions with ``labels != -100`` (after the first) are scored. Accuracies, errors and the membership
-    attack's losses are over those tokens (docs/design.md §19).
+    ``outputs[i, j]`` holds, for token ``j`` of example ``i``, the argmax, the float32 log-probability of its label
+    and the mean and standard deviation of the log-probabilities under the model's next-token distribution; only
+    positions with ``labels != -100`` (after the first) are scored. Accuracies, errors and the membership attack's
+    losses are over those tokens (docs/design.md §19).
     """
 
     outputs: np.ndarray
@@ -68,6 +69,18 @@ class TokenPredictions:
         mask = self.labels != IGNORE_INDEX
         mask[:, 0] = False  # the first token is never predicted
         return mask
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        return self.outputs[..., 1]
+
+    @property
+    def mu(self) -> np.ndarray:
+        return self.outputs[..., 2]
+
+    @property
+    def sigma(self) -> np.ndarray:
+        return self.outputs[..., 3]
 
     def flat(self) -> tuple[np.ndarray, np.ndarray]:
         return self.outputs[..., 0][self.mask].astype(np.int64), self.labels[self.mask]
@@ -82,11 +95,11 @@ class TokenPredictions:
     def losses(self) -> np.ndarray:
         """Per example, the mean negative log-likelihood of its loss-carrying tokens."""
         mask = self.mask
-        return -(self.outputs[..., 1] * mask).sum(-1) / np.maximum(mask.sum(-1), 1)
+        return -(self.log_probs * mask).sum(-1) / np.maximum(mask.sum(-1), 1)
 
 
 def predict_splits(trainer: Trainer, datasets: Mapping[str, Any]) -> dict[str, SplitPredictions | TokenPredictions]:
-    """Run `trainer.predict` on every non-empty split (a causal LM's through `token_predictions`)."""
+    """Run `trainer.predict` on every non-empty split (a causal LM's through `token_statistics`)."""
     results: dict[str, SplitPredictions | TokenPredictions] = {}
     seen: dict[int, str] = {}  # one split passed under two names (a causal LM's test and forget_validation)
     for name, dataset in datasets.items():
@@ -99,7 +112,7 @@ def predict_splits(trainer: Trainer, datasets: Mapping[str, Any]) -> dict[str, S
         output = trainer.predict(dataset, metric_key_prefix=name)
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         logits, labels = np.asarray(logits), np.asarray(output.label_ids)
-        token_level = labels.ndim == 2 and logits.ndim == 3 and logits.shape[-1] == 2
+        token_level = labels.ndim == 2 and logits.ndim == 3 and logits.shape[-1] == NUM_TOKEN_STATISTICS
         results[name] = TokenPredictions(logits, labels) if token_level else SplitPredictions(logits, labels)
     return results
 
@@ -134,15 +147,17 @@ def unlearning_report(
 
 def evaluate_model(
     trainer: Trainer, datasets: Mapping[str, Any], forget_classes: Sequence[int] = (), seed: int = 0
-) -> dict[str, float]:
-    """`predict_splits` then `unlearning_report` for the trainer's current model; for a causal LM on prompt /
-    completion data also each split's greedy answer match rate (`{split}_answer_accuracy`).
+) -> dict[str, Any]:
+    """`predict_splits` then `unlearning_report` for the trainer's current model; for a causal LM also the LLM
+    evidence of `hf_scrub.lm_evaluation.llm_report` (answer probability, greedy answer match and ROUGE-L recall per
+    split, membership AUCs, truth ratios, generic perplexity), from the extra splits `datasets` may hold
+    (`hf_scrub.lm_evaluation.PARAPHRASED_SPLIT`, `PERTURBED_SPLIT`, `GENERIC_SPLIT`).
 
     To evaluate another model (e.g. a retrained one) with the same batching, precision and processes, pass
     `prediction_trainer(model, trainer.args, trainer.data_collator)`.
     """
     predictions = predict_splits(trainer, datasets)
-    report = unlearning_report(predictions, forget_classes, seed)
+    report: dict[str, Any] = dict(unlearning_report(predictions, forget_classes, seed))
     if any(isinstance(split, TokenPredictions) for split in predictions.values()):
         model = trainer.accelerator.unwrap_model(trainer.model)
         pad_token_id = next(
@@ -154,14 +169,16 @@ def evaluate_model(
             ),
             0,  # prompts are left-padded under an attention mask of 0: the id does not matter
         )
-        rates: dict[int, float | None] = {}
-        for name in predictions:
-            dataset = datasets[name]
-            if id(dataset) not in rates:
-                batch_size = trainer.args.per_device_eval_batch_size
-                rates[id(dataset)] = greedy_match_rate(model, dataset, pad_token_id, batch_size)
-            if rates[id(dataset)] is not None:
-                report[f"{name}_answer_accuracy"] = rates[id(dataset)]
+        generated: dict[int, Any] = {}  # one split passed under two names is generated from once
+        completions = {}
+        for name in SPLITS:
+            if name in predictions:
+                dataset = datasets[name]
+                if id(dataset) not in generated:
+                    batch_size = trainer.args.per_device_eval_batch_size
+                    generated[id(dataset)] = greedy_completions(model, dataset, pad_token_id, batch_size)
+                completions[name] = generated[id(dataset)]
+        report.update(llm_report(predictions, completions, trainer.processing_class, SPLITS))
     return report
 
 
@@ -172,5 +189,5 @@ def prediction_trainer(model: Any, args: Any, data_collator: Any = None, process
         args=args,
         data_collator=data_collator,
         processing_class=processing_class,
-        preprocess_logits_for_metrics=token_predictions if is_causal_lm(model) else None,
+        preprocess_logits_for_metrics=token_statistics if is_causal_lm(model) else None,
     )

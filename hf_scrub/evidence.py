@@ -25,6 +25,7 @@ from . import __version__
 from .card import write_card
 from .data import UnlearningSplits
 from .evaluation import evaluate_model
+from .lm_evaluation import add_comparisons
 from .output import RESULTS_FILE, STAGING_DIR, replace_folder_contents
 from .tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION
 from .verdict import unlearning_verdict
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 REPORTED_HYPERPARAMETERS = (
     "schedule",
+    "npo_beta",
+    "retain_weight",
     "alpha",
     "gamma",
     "kd_temperature",
@@ -204,6 +207,7 @@ def save_unlearning_report(
         "unlearned": evaluate_model(trainer, eval_splits, splits.forget_classes, args.seed),
         **{name: dict(report) for name, report in (reports or {}).items()},
     }
+    add_comparisons(all_reports)  # a causal LM's PrivLeak, forget quality and perplexity ratio (no-op otherwise)
     source = model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "unknown"
     forget = splits.describe()
     stopped_because = trainer.stopped_because

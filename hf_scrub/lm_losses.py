@@ -164,17 +164,44 @@ def token_retain_loss(
     return gamma * ce + alpha * distance, ce, distance
 
 
-@torch.no_grad()
-def token_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(B, L, 2)``: at position ``j`` the model's argmax for token ``j`` and its float32 log-probability of
-    ``labels[:, j]`` (position 0, never predicted, holds -100).
+# ---- per-sequence terms (NPO, docs/design.md §2) ----------------------------------------------------------------
 
-    Meant as the Trainer's `preprocess_logits_for_metrics`: it turns ``(B, L, V)`` logits into two numbers per
-    position before anything is gathered across processes, aligned with the unshifted labels so the Trainer's
-    padding of both with -100 keeps them aligned.
+
+def sequence_log_likelihood(
+    logits: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = DEFAULT_CHUNK_SIZE
+) -> torch.Tensor:
+    """``(B,)``: each sequence's log-likelihood of its loss-carrying tokens, ``sum_i log p(y_{i+1} | y_{<=i})``.
+
+    Float32, and chunked like `token_terms` (whose per-position cross-entropy is ``-log p``): the log-softmax over
+    the vocabulary of every position at once would be the step's largest tensor.
     """
-    _, ce = token_terms(logits, None, labels)
-    predicted = logits[:, :-1].argmax(-1).float()
-    shifted = torch.stack([predicted, -ce], dim=-1)
-    first = shifted.new_full((logits.shape[0], 1, 2), float(IGNORE_INDEX))
-    return torch.cat([first, shifted], dim=1)
+    _, ce = token_terms(logits, None, labels, with_ce=True, chunk_size=chunk_size)
+    return -ce.sum(-1)
+
+
+def npo_loss(
+    student_sequence_log_likelihood: torch.Tensor,
+    reference_sequence_log_likelihood: torch.Tensor,
+    beta: float = 0.1,
+) -> torch.Tensor:
+    """NPO per sequence (Zhang et al., 2024, "Negative Preference Optimization"):
+    ``-(2 / beta) * logsigmoid(-beta * (log p_student - log p_reference))``, in float32.
+
+    DPO with the forget sequence as the rejected answer and no chosen one. Its gradient is gradient ascent's on the
+    sequence log-likelihood scaled by ``2 * sigmoid(beta * log_ratio)``: it fades as the student's likelihood falls
+    below the reference's, which is what keeps NPO from collapsing the model as plain gradient ascent does (for
+    ``beta -> 0`` the scale is 1, gradient ascent itself).
+    """
+    log_ratio = student_sequence_log_likelihood.float() - reference_sequence_log_likelihood.float()
+    return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio)
+
+
+def spread_over_tokens(per_sequence: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B, L - 1)``: each sequence's value divided evenly over its loss-carrying positions (0 elsewhere).
+
+    Lets a per-sequence term (NPO's) share one per-position tensor with per-token terms: each row sums back to its
+    value, so a weight of ``1 / (sequences in the step)`` on every position makes it the mean over sequences.
+    """
+    mask = next_token_mask(labels)
+    tokens = mask.sum(-1, keepdim=True).clamp(min=1)
+    return per_sequence[:, None] * mask / tokens

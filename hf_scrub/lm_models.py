@@ -21,6 +21,7 @@ into place with :func:`os.replace` (an interrupted run never leaves a half-writt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -49,6 +50,7 @@ __all__ = [
     "greedy_answers",
     "make_fictitious_facts",
     "prepare_llm_demo",
+    "prepare_llm_retrain",
     "smollm2_model_dir",
     "smollm2_tokenizer",
     "smollm2_tokenizer_dir",
@@ -568,8 +570,6 @@ def prepare_llm_demo(cache_dir: str | os.PathLike[str] | None = None, seed: int 
     plus about 1 min the first time for the GGUF conversion; with the cores fully shared, 8 min in all.
     """
     import datasets
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     recipe = dict(_DEMO_RECIPE)
     root = _root(cache_dir)
@@ -591,47 +591,92 @@ def prepare_llm_demo(cache_dir: str | os.PathLike[str] | None = None, seed: int 
         )
         _build_into(assets.dataset_dir, _DATASET_FILES, lambda staging: facts.save_to_disk(str(staging)))
 
-    def build(staging: Path) -> None:
-        source = smollm2_model_dir(recipe["num_layers"], cache_dir=cache_dir)
-        prepared = time.perf_counter()
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            before = {
-                split: answer_accuracy(model, tokenizer, facts[split]["prompt"], facts[split]["completion"])
-                for split in ("train", "holdout")
-            }
-            tune_started = time.perf_counter()
-            training = _fine_tune(model, tokenizer, facts["train"], recipe, seed)
-            train_seconds = time.perf_counter() - tune_started
-        model.eval()
-        after = {
-            split: answer_accuracy(model, tokenizer, facts[split]["prompt"], facts[split]["completion"])
-            for split in ("train", "holdout")
-        }
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        info = {
-            "llm_demo_version": _LLM_DEMO_VERSION,
-            "seed": seed,
-            "base_model": f"SmolLM2-135M-Instruct ({SMOLLM2_GGUF_FILE}, dequantised to float32)",
-            "recipe": recipe,
-            "num_parameters": sum(parameter.numel() for parameter in model.parameters()),
-            "num_trained_parameters": training["num_trained_parameters"],
-            "num_train_rows": len(facts["train"]),
-            "num_holdout_rows": len(facts["holdout"]),
-            "epochs": training["epochs"],
-            "history": training["history"],
-            "answer_accuracy_before": before,
-            "train_answer_accuracy": after["train"],
-            "holdout_answer_accuracy": after["holdout"],
-            "train_seconds": round(train_seconds, 1),
-            "build_seconds": round(time.perf_counter() - prepared, 1),
-            "total_seconds": round(time.perf_counter() - started, 1),
-            "torch_threads": torch.get_num_threads(),
-        }
-        (staging / LLM_DEMO_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-
-    _build_into(assets.model_dir, _LLM_MODEL_FILES, build)
+    _build_into(
+        assets.model_dir,
+        _LLM_MODEL_FILES,
+        lambda staging: _train_facts_model(staging, facts, facts["train"], recipe, seed, cache_dir, started),
+    )
     return assets
+
+
+def prepare_llm_retrain(
+    forget_rows: Sequence[int], cache_dir: str | os.PathLike[str] | None = None, seed: int = 0
+) -> Path:
+    """Build (once) and return the Retrain oracle of the LLM demo's data for a forget set of train rows: the same
+    base model fine-tuned with the same recipe (:func:`prepare_llm_demo`) on the train facts without `forget_rows`.
+
+    Cached per seed and forget set under ``<cache_dir>/llm-facts-smollm2-v<version>-seed<seed>/retrain-<digest>``;
+    its ``llm_demo_info.json`` records the training seconds (Retrain's cost, against which unlearning is timed).
+    """
+    import datasets
+
+    assets = prepare_llm_demo(cache_dir, seed)
+    forget = sorted({int(row) for row in forget_rows})
+    digest = hashlib.sha256(json.dumps(forget).encode()).hexdigest()[:12]
+    target = assets.model_dir.parent / f"retrain-{digest}"
+    facts = datasets.load_from_disk(str(assets.dataset_dir))
+    retain = facts["train"].select([row for row in range(len(facts["train"])) if row not in set(forget)])
+    recipe = dict(_DEMO_RECIPE)
+    started = time.perf_counter()
+    _build_into(
+        target,
+        _LLM_MODEL_FILES,
+        lambda staging: _train_facts_model(staging, facts, retain, recipe, seed, cache_dir, started),
+    )
+    return target
+
+
+def _train_facts_model(
+    staging: Path,
+    facts: datasets.DatasetDict,
+    train: datasets.Dataset,
+    recipe: dict[str, Any],
+    seed: int,
+    cache_dir: str | os.PathLike[str] | None,
+    started: float,
+) -> None:
+    """Fine-tune SmolLM2 on the `train` rows (`_fine_tune`) and save it with its tokenizer and an info file that
+    records the recipe, the answer accuracy on `train` and on the holdout facts before and after, and the seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = smollm2_model_dir(recipe["num_layers"], cache_dir=cache_dir)
+    prepared = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    splits = {"train": train, "holdout": facts["holdout"]}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        before = {
+            split: answer_accuracy(model, tokenizer, rows["prompt"], rows["completion"])
+            for split, rows in splits.items()
+        }
+        tune_started = time.perf_counter()
+        training = _fine_tune(model, tokenizer, train, recipe, seed)
+        train_seconds = time.perf_counter() - tune_started
+    model.eval()
+    after = {
+        split: answer_accuracy(model, tokenizer, rows["prompt"], rows["completion"]) for split, rows in splits.items()
+    }
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    info = {
+        "llm_demo_version": _LLM_DEMO_VERSION,
+        "seed": seed,
+        "base_model": f"SmolLM2-135M-Instruct ({SMOLLM2_GGUF_FILE}, dequantised to float32)",
+        "recipe": recipe,
+        "num_parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "num_trained_parameters": training["num_trained_parameters"],
+        "num_train_rows": len(train),
+        "num_holdout_rows": len(facts["holdout"]),
+        "epochs": training["epochs"],
+        "history": training["history"],
+        "answer_accuracy_before": before,
+        "train_answer_accuracy": after["train"],
+        "holdout_answer_accuracy": after["holdout"],
+        "train_seconds": round(train_seconds, 1),
+        "build_seconds": round(time.perf_counter() - prepared, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    (staging / LLM_DEMO_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

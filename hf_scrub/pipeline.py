@@ -20,7 +20,7 @@ from huggingface_hub.utils import validate_repo_id
 from torch import nn
 from transformers import TrainerCallback, set_seed
 
-from .baselines import METHODS, fresh_model_like
+from .baselines import METHODS, check_retrain_start, fresh_model_like
 from .config import UnlearningConfig
 from .data import (
     UnlearningSplits,
@@ -34,6 +34,7 @@ from .evaluation import evaluate_model, prediction_trainer
 from .evidence import save_unlearning_report
 from .hub import push_folder_to_hub
 from .lm_data import detect_lm_format
+from .lm_evaluation import GENERIC_SPLIT, generic_text, truth_ratio_splits
 from .output import (
     RESULTS_FILE,
     RequestStamp,
@@ -65,15 +66,17 @@ class ScriptArguments:
     method: str = field(
         default="scrub",
         metadata={
-            "help": "Unlearning method: scrub, or a baseline: retrain (from scratch on the retain set), finetune, "
-            "neggrad, neggrad_plus, bad_teacher."
+            "help": "Unlearning method: scrub, or a baseline: retrain (on the retain set, from the original's "
+            "starting point), finetune, neggrad (gradient ascent), graddiff, npo, neggrad_plus, bad_teacher (the "
+            "last two: classifiers only)."
         },
     )
     retrain_init_from: str | None = field(
         default=None,
         metadata={
-            "help": "--method retrain: the pretrained checkpoint the original was fine-tuned from (a new head is "
-            "added); without it the retrained model is initialised from the original's config."
+            "help": "--method retrain: the pretrained checkpoint the original was fine-tuned from (a classifier gets "
+            "a new head); without it the retrained model is initialised from the original's config. Required for "
+            "a causal LM."
         },
     )
     model_name_or_path: str | None = field(
@@ -147,6 +150,13 @@ class ScriptArguments:
         metadata={
             "help": "Allow --output_dir to be a non-empty folder that hf_scrub did not write: its content is replaced "
             "as a whole by this run's output. A folder written by an earlier hf_scrub run is always replaced."
+        },
+    )
+    generic_text_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "causal-lm: a text file (one paragraph per line) for the generic-text perplexity check; default: "
+            "the 48 paragraphs of everyday English shipped with hf_scrub (hf_scrub/data/generic_text.txt)."
         },
     )
     retrain_model_name_or_path: str | None = field(
@@ -226,7 +236,8 @@ def lora_config(script_args: ScriptArguments, task: str) -> Any:
 def format_table(reports: dict[str, dict[str, float]]) -> str:
     """A before/after table: one row per metric, one column per model."""
     columns = list(reports)
-    metrics = [m for m in dict.fromkeys(k for r in reports.values() for k in r)]
+    # Per-row values (a causal LM's truth ratios) are in the results file only.
+    metrics = [m for m in dict.fromkeys(k for r in reports.values() for k, v in r.items() if not isinstance(v, list))]
     width = max(len(m) for m in metrics) + 2
     lines = [f"{'metric':<{width}}" + "".join(f"{c:>12}" for c in columns)]
     for metric in metrics:
@@ -329,6 +340,22 @@ def check_deepspeed_options(script_args: ScriptArguments, config: UnlearningConf
         )
 
 
+def check_causal_lm_method(script_args: ScriptArguments, config: UnlearningConfig) -> None:
+    """What a causal LM cannot run, refused before the model loads: the classifier-only baselines, a retrain without
+    its pretrained starting point, and SCRUB's settings for classifiers (`check_causal_lm_settings`)."""
+    if script_args.method == "scrub":
+        check_causal_lm_settings(config)
+        return
+    if not METHODS[script_args.method][0].supports_causal_lm:
+        raise ValueError(
+            f"--method {script_args.method} is not available for causal language models (it is defined on class "
+            "predictions); use --method graddiff (gradient ascent on the forget set plus descent on the retain set) "
+            "or --method npo, the field's LLM counterparts, or scrub, neggrad, finetune, retrain."
+        )
+    if script_args.method == "retrain":
+        check_retrain_start(causal_lm=True, init_from=script_args.retrain_init_from)
+
+
 class _ReportAtTrainBegin(TrainerCallback):
     """Evaluates the model as training starts, before the first step: the original model, inside the training run.
 
@@ -392,11 +419,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     set_seed(config.seed)
     splits, task = build_splits(script_args, config.seed)
     if task == CAUSAL_LM:
-        if script_args.method != "scrub":
-            raise ValueError(
-                f"--method {script_args.method} is not available for causal language models yet; --method scrub is."
-            )
-        check_causal_lm_settings(config)
+        check_causal_lm_method(script_args, config)
     if config.rewind and len(splits.forget_validation) == 0:
         raise ValueError(
             "--rewind true (SCRUB+R) needs held-out examples of the forget set's classes, and there are none (a whole "
@@ -436,6 +459,11 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     # Without labels (a causal LM) the forget-validation split is the whole test split: prepared once.
     same = splits.forget_validation is splits.test
     eval_splits["forget_validation"] = eval_splits["test"] if same else prepare(splits.forget_validation)
+    if task == CAUSAL_LM:  # the LLM evidence's own inputs (hf_scrub.lm_evaluation; docs/design.md §20)
+        eval_splits |= truth_ratio_splits(splits.forget, prepare)
+        generic = generic_text(script_args.generic_text_file, script_args.text_column)
+        # Whole paragraphs (--max_length is for the unlearning data): the perplexity of the text as written.
+        eval_splits[GENERIC_SPLIT] = prepare_dataset(generic, task, processor, text_column=script_args.text_column)
     model = load_model(script_args.model_name_or_path, task)
     labelled = [splits.forget, splits.retain, splits.test]
     if task != CAUSAL_LM:

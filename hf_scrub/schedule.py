@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any
 
 import numpy as np
@@ -171,27 +171,53 @@ def build_schedule(
     return steps
 
 
+class GroupMean(Enum):
+    """What a set's term in a token-level step is the mean over (`weight_by_tokens`)."""
+
+    TOKENS = "tokens"  # the set's loss-carrying tokens in the step (a per-token loss: cross-entropy, SCRUB's d)
+    SEQUENCES = "sequences"  # the set's sequences in the step (a per-sequence loss, e.g. NPO's)
+
+
 def weight_by_tokens(
-    schedule: list[OptimizerStep], token_counts: dict[Phase, np.ndarray], num_processes: int = 1
+    schedule: list[OptimizerStep],
+    token_counts: dict[Phase, np.ndarray],
+    num_processes: int = 1,
+    group_means: dict[Phase, GroupMean] | None = None,
 ) -> list[OptimizerStep]:
-    """The same steps, each example weighted ``num_processes / (loss-carrying tokens in its step)``.
+    """The same steps, each example weighted ``num_processes / (what its step's loss is a mean over)``.
 
     For a causal LM the loss is per token: multiplying every token's loss by its example's weight then sums to the
     mean over the step's tokens, across micro-batches and processes, exactly as one large batch of the step's
     sequences would (docs/design.md §19). ``token_counts[phase][row]`` is a row's number of loss-carrying
-    positions. Padding examples keep weight 0. Steps mixing forget and retain examples have per-set means whose
-    grouping the weights alone do not record, so they are refused.
+    positions. Padding examples keep weight 0.
+
+    Without ``group_means`` a step is one mean over all its tokens, and steps mixing forget and retain examples are
+    refused: their per-set means have a grouping the schedule alone does not say. With ``group_means`` every set
+    of a step (mixed or not) is its own mean, over its tokens (`GroupMean.TOKENS`: weight ``num_processes / its
+    tokens``) or over its sequences (`GroupMean.SEQUENCES`: ``num_processes / its sequences``; the method then
+    spreads each sequence's value over its loss-carrying positions, `hf_scrub.lm_losses.spread_over_tokens`, so
+    that its positions sum to it). A one-set step weighs the same either way with `GroupMean.TOKENS`.
     """
+
+    def group(example: ScheduledExample) -> Phase | None:
+        return None if group_means is None else example.phase
+
+    def size(example: ScheduledExample) -> int:
+        if group_means is not None and group_means[example.phase] is GroupMean.SEQUENCES:
+            return 1
+        return int(token_counts[example.phase][example.row])
+
     weighted = []
     for step in schedule:
-        if step.phase is Phase.MIXED:
+        if step.phase is Phase.MIXED and group_means is None:
             raise ValueError("Token weighting needs steps of one set; mixed forget/retain steps are not supported.")
-        examples = [ex for micro in step.micro_batches for batch in micro for ex in batch if ex.weight > 0]
-        tokens = int(sum(token_counts[ex.phase][ex.row] for ex in examples))
-        weight = num_processes / max(tokens, 1)
+        denominators: dict[Phase | None, int] = {}
+        for ex in (ex for micro in step.micro_batches for batch in micro for ex in batch if ex.weight > 0):
+            denominators[group(ex)] = denominators.get(group(ex), 0) + size(ex)
+        weights = {key: num_processes / max(denominator, 1) for key, denominator in denominators.items()}
         micro_batches = tuple(
             tuple(
-                tuple(ScheduledExample(ex.phase, ex.row, weight if ex.weight > 0 else 0.0) for ex in batch)
+                tuple(ScheduledExample(ex.phase, ex.row, weights[group(ex)] if ex.weight > 0 else 0.0) for ex in batch)
                 for batch in micro
             )
             for micro in step.micro_batches
@@ -238,25 +264,39 @@ def build_paired_schedule(
     num_epochs: int,
     gradient_accumulation_steps: int = 1,
     num_processes: int = 1,
+    passes_over: Phase = Phase.RETAIN,
     seed: int = 0,
 ) -> list[OptimizerStep]:
-    """Every step pairs a retain batch with a forget batch (NegGrad+): one pass over the retain set per epoch, the
-    forget set cycled (reshuffled at each wrap) alongside it. Weights average each set separately."""
+    """Every step pairs a retain batch with a forget batch; weights average each set separately.
+
+    Each epoch is one pass over the `passes_over` set, the other set cycled (reshuffled at each wrap) alongside it:
+    over the retain set for NegGrad+ (Kurmanji et al., 2023), over the forget set for GradDiff and NPO as the LLM
+    literature runs them (TOFU, Maini et al., 2024: each forget batch with a retain batch), where the retain set is
+    usually many times the forget set."""
     if num_forget < 1 or num_retain < 1:
         raise ValueError("Paired steps need a non-empty forget set and a non-empty retain set.")
+    if passes_over not in (Phase.FORGET, Phase.RETAIN):
+        raise ValueError(f"passes_over must be Phase.FORGET or Phase.RETAIN, got {passes_over!r}.")
+    cycled = Phase.FORGET if passes_over is Phase.RETAIN else Phase.RETAIN
+    sizes = {Phase.FORGET: num_forget, Phase.RETAIN: num_retain}
     slots = gradient_accumulation_steps * num_processes
-    forget_stream: list[int] = []
+    per_step = {Phase.FORGET: forget_batch_size * slots, Phase.RETAIN: retain_batch_size * slots}
+    stream: list[int] = []
     wraps = 0
     steps = []
     for epoch in range(1, num_epochs + 1):
-        retain = shuffled_rows(num_retain, seed, epoch)
-        for start in range(0, num_retain, retain_batch_size * slots):
-            need = forget_batch_size * slots
-            while len(forget_stream) < need:
+        order = shuffled_rows(sizes[passes_over], seed, epoch)
+        for start in range(0, len(order), per_step[passes_over]):
+            while len(stream) < per_step[cycled]:
                 wraps += 1
-                forget_stream += shuffled_rows(num_forget, seed + 7919, wraps).tolist()
-            forget, forget_stream = np.array(forget_stream[:need]), forget_stream[need:]
-            groups = {Phase.RETAIN: retain[start : start + retain_batch_size * slots], Phase.FORGET: forget}
+                stream += shuffled_rows(sizes[cycled], seed + 7919, wraps).tolist()
+            rows = {
+                passes_over: order[start : start + per_step[passes_over]],
+                cycled: np.array(stream[: per_step[cycled]]),
+            }
+            stream = stream[per_step[cycled] :]
+            # Retain rows first in each micro-batch, whichever set is passed over.
+            groups = {phase: rows[phase] for phase in (Phase.RETAIN, Phase.FORGET)}
             steps.append(_mixed_step(epoch, groups, True, gradient_accumulation_steps, num_processes))
     return steps
 

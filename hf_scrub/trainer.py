@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -32,7 +30,7 @@ from .lm_losses import next_token_mask, token_forget_loss, token_retain_loss
 from .losses import forget_loss, retain_loss
 from .rewind import load_whole_state
 from .schedule import OptimizerStep, Phase, build_schedule
-from .teacher import TEACHER_ADAPTER, FrozenAdapterTeacher, build_teacher
+from .teacher import build_teacher
 from .unlearning_trainer import Tags, UnlearningTrainer
 
 logger = logging.getLogger(__name__)
@@ -341,13 +339,6 @@ class ScrubTrainer(UnlearningTrainer):
             return torch.zeros(len(tags.real), device=tags.real.device, requires_grad=True), None
         outputs = model(**inputs)
         return outputs.logits.float().sum(-1) * 0.0, outputs
-
-    def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
-        """`Trainer.save_model`, without the teacher's adapter: peft saves every adapter of the model, and the frozen
-        copy of the original adapter (`FrozenAdapterTeacher`) is not part of the result."""
-        super().save_model(output_dir, *args, **kwargs)
-        if isinstance(self.teacher, FrozenAdapterTeacher) and self.is_world_process_zero():
-            shutil.rmtree(Path(output_dir or self.args.output_dir) / TEACHER_ADAPTER, ignore_errors=True)
 
     # ---- teacher outputs: computed per step, memoised, or cached before training ---------------------------
 

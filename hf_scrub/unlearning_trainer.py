@@ -32,7 +32,7 @@ from .data import UnlearningSplits, check_disjoint, check_label_range
 from .evaluation import predict_splits
 from .evidence import save_unlearning_report
 from .lm_data import loss_token_counts
-from .lm_losses import token_predictions
+from .lm_metrics import token_statistics
 from .progress import PhaseProgressCallback
 from .rewind import choose_rewind_epoch, load_whole_state, whole_state
 from .schedule import (
@@ -41,6 +41,7 @@ from .schedule import (
     SOURCE_KEY,
     TEACHER_KEY,
     WEIGHT_KEY,
+    GroupMean,
     OptimizerStep,
     Phase,
     ScheduleBatchSampler,
@@ -50,7 +51,7 @@ from .schedule import (
     weight_by_tokens,
 )
 from .tasks import is_causal_lm
-from .teacher import wrap_with_adapters
+from .teacher import TEACHER_ADAPTER, FrozenAdapterTeacher, wrap_with_adapters
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class UnlearningTrainer(Trainer):
     # micro-batches of a step is already the step's mean: the Trainer must not divide by the accumulation steps.
     loss_is_scaled_for_ga = True
     supports_causal_lm = False  # whether `unlearning_loss` handles per-position (B, L, V) logits
+    # Causal LMs: None weighs each step as one mean over its tokens (one-set steps only); a mapping makes each set
+    # of a step its own mean, over its tokens or its sequences (`hf_scrub.schedule.weight_by_tokens`).
+    token_group_means: dict[Phase, GroupMean] | None = None
 
     def __init__(
         self,
@@ -173,8 +177,8 @@ class UnlearningTrainer(Trainer):
         self.token_level = is_causal_lm(model)
         if self.token_level and not self.supports_causal_lm:
             raise ValueError(
-                f"{type(self).__name__} ({self.method_name}) does not support causal language models yet; SCRUB does "
-                "(ScrubTrainer, --method scrub)."
+                f"{type(self).__name__} ({self.method_name}) does not support causal language models; ScrubTrainer, "
+                "NPOTrainer, GradDiffTrainer, NegGradTrainer and FinetuneTrainer do."
             )
         num_labels = None if self.token_level else getattr(getattr(model, "config", None), "num_labels", None)
         if num_labels is not None:
@@ -195,8 +199,8 @@ class UnlearningTrainer(Trainer):
         self.forget_validation_dataset = forget_validation_dataset
         self.rewind_epoch: int | None = None
         if self.token_level and kwargs.get("preprocess_logits_for_metrics") is None:
-            # Evaluation gathers two numbers per position instead of (B, L, V) logits.
-            kwargs["preprocess_logits_for_metrics"] = token_predictions
+            # Evaluation gathers four numbers per position instead of (B, L, V) logits.
+            kwargs["preprocess_logits_for_metrics"] = token_statistics
         super().__init__(
             model=model,
             args=args,
@@ -282,7 +286,9 @@ class UnlearningTrainer(Trainer):
         self.schedule = self.build_schedule(len(forget_dataset), len(retain_dataset))
         if self.token_level:
             counts = {Phase.FORGET: loss_token_counts(forget_dataset), Phase.RETAIN: loss_token_counts(retain_dataset)}
-            self.schedule = weight_by_tokens(self.schedule, counts, self.accelerator.num_processes)
+            self.schedule = weight_by_tokens(
+                self.schedule, counts, self.accelerator.num_processes, self.token_group_means
+            )
         self.epoch_progress = epoch_progress(self.schedule)
         # The Trainer runs the whole schedule as one pass of `len(schedule)` optimizer steps. It learns that through
         # the public `max_steps` (read right after this dataloader is built); `_EpochCallback.on_train_end` puts the
@@ -432,6 +438,14 @@ class UnlearningTrainer(Trainer):
         return self.rewind_epoch
 
     # ---- evidence -------------------------------------------------------------------------------------------
+
+    def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """`Trainer.save_model`, without a frozen copy of the original's adapter (`FrozenAdapterTeacher`, the teacher
+        or reference of a method on a peft model with trained adapters): peft saves every adapter of the model, and
+        that copy is not part of the result."""
+        super().save_model(output_dir, *args, **kwargs)
+        if isinstance(getattr(self, "teacher", None), FrozenAdapterTeacher) and self.is_world_process_zero():
+            shutil.rmtree(Path(output_dir or self.args.output_dir) / TEACHER_ADAPTER, ignore_errors=True)
 
     def save_unlearning_report(
         self,

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -181,3 +182,54 @@ def launch_environment(name: str) -> tuple:
 
 # Fixtures of the end-to-end CLI tests (test_faults.py, test_script_options.py), shared by the whole session.
 from cli_fixtures import assets, loads  # noqa: E402, F401
+
+
+@pytest.fixture
+def offline_evaluate(tmp_path, monkeypatch):
+    """Import `evaluate` with the Hub off, caches under tmp_path, and any socket connection recorded as a failure.
+
+    evaluate 0.4.6 reads HF_HOME / HF_MODULES_CACHE / HF_METRICS_CACHE / HF_EVALUATE_OFFLINE once, at import, and
+    another test may have imported it already, so the environment is set *and* the read values are patched.
+    Loading a module by an absolute folder path never goes to the Hub; the socket guard proves it.
+    """
+    modules_cache, metrics_cache = tmp_path / "modules", tmp_path / "metrics"
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "HF_EVALUATE_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_MODULES_CACHE": str(modules_cache),
+        "HF_METRICS_CACHE": str(metrics_cache),
+    }.items():
+        monkeypatch.setenv(key, value)
+
+    import evaluate
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(evaluate.config, "HF_MODULES_CACHE", modules_cache)
+    monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", metrics_cache)
+    monkeypatch.setattr(evaluate.config, "HF_EVALUATE_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # evaluate appends its modules cache to sys.path
+
+    # Imported metric scripts live in the `evaluate_modules` package of whichever cache was used first; hide
+    # those so this test imports from its own cache (restored by monkeypatch afterwards).
+    def dynamic_modules():
+        return [name for name in sys.modules if name == "evaluate_modules" or name.startswith("evaluate_modules.")]
+
+    for name in dynamic_modules():
+        monkeypatch.delitem(sys.modules, name)
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted by an offline metric test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+    yield evaluate
+
+    for name in dynamic_modules():  # drop this test's imports before monkeypatch restores the earlier ones
+        del sys.modules[name]
+    assert not attempts, f"network access attempted: {attempts}"

@@ -93,3 +93,35 @@ def test_quick_class_unlearning_benchmark(tmp_path):
     assert heights["retrain"] > 100
     assert heights["scrub"] == pytest.approx(heights["retrain"], abs=4)
     assert heights["finetune"] / heights["retrain"] == pytest.approx(by_method["finetune"]["forget_error"], abs=0.05)
+
+
+def llm_distance(report, retrain):
+    """benchmarks/llm_facts.py: the mean |difference| to Retrain over its DISTANCE_METRICS (all fractions)."""
+    keys = ("forget_answer_accuracy", "retain_answer_accuracy", "forget_rouge_l_recall", "auc_min_k")
+    return np.mean([abs(report[k] - retrain[k]) for k in keys])
+
+
+@pytest.mark.slow
+def test_quick_llm_facts_benchmark(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--scenarios", "llm_facts", "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    folder = tmp_path / "llm_facts"
+    runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    assert [run["method"] for run in runs] == ["original", "retrain", "scrub"]
+    by_method = {run["method"]: run["report"] for run in runs}
+    # The original answers every forget fact; Retrain, which never saw them, answers (almost) none.
+    assert by_method["original"]["forget_answer_accuracy"] == 1.0
+    assert by_method["retrain"]["forget_answer_accuracy"] <= 0.125
+    assert by_method["original"]["forget_quality"] < 0.05  # the original's truth ratios are not Retrain's
+    # SCRUB moves the model towards Retrain: closer than doing nothing, with its PrivLeak against Retrain recorded.
+    distance = {m: llm_distance(report, by_method["retrain"]) for m, report in by_method.items()}
+    assert distance["scrub"] < distance["original"]
+    assert "privleak_min_k" in by_method["scrub"] and 0.0 <= by_method["scrub"]["forget_quality"] <= 1.0
+    summary = json.loads((folder / "summary.json").read_text())
+    for method in by_method:
+        assert summary[method]["distance_to_retrain"][0] == pytest.approx(distance[method], abs=1e-12)
+    assert summary["scrub"]["speedup_vs_retrain"][0] == pytest.approx(runs[1]["seconds"] / runs[2]["seconds"])
+    assert "| scrub |" in (folder / "tables.md").read_text()

@@ -346,8 +346,8 @@ def test_user_error_is_one_line_with_exit_2_and_debug_keeps_the_traceback(tmp_pa
     plain = run()
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert plain.stderr.strip().splitlines() == [
-        "error: Unknown --method 'magic'; choose one of ['bad_teacher', 'finetune', 'neggrad', 'neggrad_plus', "
-        "'retrain', 'scrub']. (run again with --debug for the traceback)"
+        "error: Unknown --method 'magic'; choose one of ['bad_teacher', 'finetune', 'graddiff', 'neggrad', "
+        "'neggrad_plus', 'npo', 'retrain', 'scrub']. (run again with --debug for the traceback)"
     ]
     debug = run("--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "Unknown --method 'magic'" in debug.stderr

@@ -94,8 +94,43 @@ def test_bad_requests_are_refused_before_the_model_loads(lm_assets, tmp_path, ca
     assert loads == []  # the data is tokenized (and its rows checked) with the tokenizer alone
 
 
-def test_baselines_are_refused_for_causal_lms(lm_assets, tmp_path, capsys, loads):
-    argv = lm_run(lm_assets, tmp_path, "--num_forget_examples", "4", "--method", "neggrad")
+def test_classifier_only_baselines_are_refused_for_causal_lms(lm_assets, tmp_path, capsys, loads):
+    argv = lm_run(lm_assets, tmp_path, "--num_forget_examples", "4", "--method", "neggrad_plus")
     argv = [a for i, a in enumerate(argv) if "--forget_epochs" not in argv[max(i - 1, 0) : i + 1]]
-    refused(capsys, argv, "--method neggrad is not available for causal language models")
+    refused(capsys, argv, "--method neggrad_plus is not available for causal language models")
+    assert loads == []
+
+
+def test_retrain_column_adds_privleak_and_forget_quality_and_generic_text_is_the_users(lm_assets, tmp_path, capsys):
+    retrain = tmp_path / "retrain"
+    tiny_llama(seed=1).save_pretrained(retrain)
+    smollm2_tokenizer().save_pretrained(retrain)
+    generic = tmp_path / "generic.txt"
+    generic.write_text("The river runs past the old mill and into the lake.\nBread rises in a warm kitchen.\n")
+    argv = lm_run(lm_assets, tmp_path, "--forget_indices_file", lm_assets / "forget.json",
+                  "--retrain_model_name_or_path", retrain, "--generic_text_file", generic)  # fmt: skip
+    assert cli.main(argv) == 0
+    results = results_of(tmp_path / "out")
+    unlearned, original, retrained = results["unlearned"], results["original"], results["retrain"]
+    for report in (unlearned, original, retrained):
+        assert len(report["forget_truth_ratios"]) == 4  # one per forget row (3 perturbed answers each)
+        assert 0.0 <= report["auc_min_k"] <= 1.0 and report["generic_perplexity"] > 1.0
+    for report in (unlearned, original):  # compared with Retrain: its own column has no comparison
+        assert report["privleak_min_k"] == pytest.approx(
+            100 * (report["auc_min_k"] - retrained["auc_min_k"]) / retrained["auc_min_k"]
+        )
+        assert 0.0 <= report["forget_quality"] <= 1.0
+    assert "forget_quality" not in retrained and original["generic_perplexity_ratio"] == 1.0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Forget quality (KS p-value vs Retrain)" in card and "PrivLeak (Min-K%)" in card
+    # The user's generic text replaced the shipped one: 2 short lines give another perplexity than 48 paragraphs.
+    shipped = tmp_path / "shipped"
+    argv = lm_run(lm_assets, shipped, "--forget_indices_file", lm_assets / "forget.json")
+    assert cli.main(argv) == 0
+    assert results_of(shipped / "out")["original"]["generic_perplexity"] != original["generic_perplexity"]
+
+
+def test_a_missing_generic_text_file_is_refused_before_the_model_loads(lm_assets, tmp_path, capsys, loads):
+    argv = lm_run(lm_assets, tmp_path, "--num_forget_examples", "4", "--generic_text_file", tmp_path / "nope.txt")
+    refused(capsys, argv, "--generic_text_file", "no such file")
     assert loads == []

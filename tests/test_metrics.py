@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import socket
-import sys
 
 import numpy as np
 import pytest
@@ -261,57 +259,6 @@ def test_per_example_cross_entropy_shape_errors():
 # evaluate modules, loaded offline
 
 
-@pytest.fixture
-def offline_evaluate(tmp_path, monkeypatch):
-    """Import `evaluate` with the Hub off, caches under tmp_path, and any socket connection recorded as a failure.
-
-    evaluate 0.4.6 reads HF_HOME / HF_MODULES_CACHE / HF_METRICS_CACHE / HF_EVALUATE_OFFLINE once, at import, and
-    another test may have imported it already, so the environment is set *and* the read values are patched.
-    Loading a module by an absolute folder path never goes to the Hub; the socket guard proves it.
-    """
-    modules_cache, metrics_cache = tmp_path / "modules", tmp_path / "metrics"
-    for key, value in {
-        "HF_HUB_OFFLINE": "1",
-        "HF_EVALUATE_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf_home"),
-        "HF_MODULES_CACHE": str(modules_cache),
-        "HF_METRICS_CACHE": str(metrics_cache),
-    }.items():
-        monkeypatch.setenv(key, value)
-
-    import evaluate
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(evaluate.config, "HF_MODULES_CACHE", modules_cache)
-    monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", metrics_cache)
-    monkeypatch.setattr(evaluate.config, "HF_EVALUATE_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # evaluate appends its modules cache to sys.path
-
-    # Imported metric scripts live in the `evaluate_modules` package of whichever cache was used first; hide
-    # those so this test imports from its own cache (restored by monkeypatch afterwards).
-    def dynamic_modules():
-        return [name for name in sys.modules if name == "evaluate_modules" or name.startswith("evaluate_modules.")]
-
-    for name in dynamic_modules():
-        monkeypatch.delitem(sys.modules, name)
-
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted by an offline metric test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
-    yield evaluate
-
-    for name in dynamic_modules():  # drop this test's imports before monkeypatch restores the earlier ones
-        del sys.modules[name]
-    assert not attempts, f"network access attempted: {attempts}"
-
-
 def test_metric_names_match_the_packaged_folders():
     folders = {path.parent.name for path in metric_path(METRIC_NAMES[0]).parent.glob("*/*.py")}
     assert folders == set(METRIC_NAMES)
@@ -398,11 +345,16 @@ def test_package_reexports_functional_api():
     for name in functional.__all__:
         assert getattr(metrics, name) is getattr(functional, name), name
     # ... and the package's own names are what they say: one `evaluate` module folder per metric name.
-    own = set(metrics.__all__) - set(functional.__all__)
+    import hf_scrub.metrics.llm as llm
+
+    own = set(metrics.__all__) - set(functional.__all__) - set(llm.__all__)
     assert own == {"METRIC_NAMES", "load_metric", "metric_path"}
     folders = {path.parent.name for path in metric_path("unlearning_accuracy").parent.glob("*/*.py")}
     assert set(metrics.METRIC_NAMES) == folders
-    assert folders == {"unlearning_accuracy", "membership_inference", "interclass_confusion"}
+    assert folders == {"unlearning_accuracy", "membership_inference", "interclass_confusion"} | {
+        "llm_membership_inference",
+        "truth_ratio",
+    }
     for name in metrics.METRIC_NAMES:
         assert (metric_path(name) / f"{name}.py").is_file() and (metric_path(name) / "README.md").is_file()
     assert metrics.SPLIT_NAMES == ("forget", "retain", "test", "forget_validation")

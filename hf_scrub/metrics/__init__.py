@@ -1,8 +1,9 @@
 """Unlearning metrics: plain functions plus `evaluate` modules that wrap them.
 
-The functions in :mod:`hf_scrub.metrics.functional` compute every number (docs/design.md §3). Each metric also ships
-as an `evaluate` module in ``hf_scrub/metrics/<name>/<name>.py`` with a README metric card, so it can be used
-wherever `evaluate` modules are expected; :func:`load_metric` loads one from the installed package, offline.
+The functions in :mod:`hf_scrub.metrics.functional` (classifiers, docs/design.md §3) and :mod:`hf_scrub.metrics.llm`
+(causal LMs, §10) compute every number. Each metric also ships as an `evaluate` module in
+``hf_scrub/metrics/<name>/<name>.py`` with a README metric card, so it can be used wherever `evaluate` modules are
+expected; :func:`load_metric` loads one from the installed package, offline.
 """
 
 from __future__ import annotations
@@ -18,24 +19,62 @@ from .functional import (
     per_example_cross_entropy,
     unlearning_accuracy,
 )
+from .llm import (
+    DEFAULT_MIN_K,
+    MEMBERSHIP_SCORES,
+    answer_probability,
+    forget_quality,
+    llm_membership_inference,
+    loss_score,
+    membership_auc,
+    membership_scores,
+    min_k_plus_plus_score,
+    min_k_score,
+    perplexity,
+    privleak,
+    rouge_l_recall,
+    truth_ratio,
+    zlib_score,
+)
 
 if TYPE_CHECKING:
     import evaluate
 
 __all__ = [
+    "DEFAULT_MIN_K",
+    "MEMBERSHIP_SCORES",
     "METRIC_NAMES",
     "MIN_EXAMPLES_PER_GROUP",
     "SPLIT_NAMES",
+    "answer_probability",
+    "forget_quality",
     "interclass_confusion",
+    "llm_membership_inference",
     "load_metric",
+    "loss_score",
+    "membership_auc",
     "membership_inference_attack",
+    "membership_scores",
     "metric_path",
+    "min_k_plus_plus_score",
+    "min_k_score",
     "per_example_cross_entropy",
+    "perplexity",
+    "privleak",
+    "rouge_l_recall",
+    "truth_ratio",
     "unlearning_accuracy",
+    "zlib_score",
 ]
 
 #: Names of the `evaluate` modules shipped in this package (one folder each).
-METRIC_NAMES: tuple[str, ...] = ("unlearning_accuracy", "membership_inference", "interclass_confusion")
+METRIC_NAMES: tuple[str, ...] = (
+    "unlearning_accuracy",
+    "membership_inference",
+    "interclass_confusion",
+    "llm_membership_inference",
+    "truth_ratio",
+)
 
 _METRICS_DIR = Path(__file__).resolve().parent
 
