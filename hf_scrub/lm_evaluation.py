@@ -27,7 +27,10 @@ from .metrics.llm import (
     answer_probability,
     forget_quality,
     llm_membership_inference,
+    loss_score,
     membership_scores,
+    min_k_plus_plus_score,
+    min_k_score,
     perplexity,
     privleak,
     rouge_l_recall,
@@ -102,7 +105,11 @@ def llm_report(
     tokenizer: Any,
     splits: Sequence[str],
 ) -> dict[str, Any]:
-    """The LLM metrics of one model from its `TokenPredictions` per split and its greedy completions per split."""
+    """The LLM metrics of one model from its `TokenPredictions` per split and its greedy completions per split.
+
+    Without a tokenizer (`tokenizer=None`, e.g. a `Trainer` built without `processing_class`) the metrics that read
+    text -- ROUGE-L recall and the zlib score -- are left out; every other one needs token ids only.
+    """
     report: dict[str, Any] = {}
     for name in splits:
         if name in predictions:
@@ -111,6 +118,8 @@ def llm_report(
     for name, split_completions in completions.items():
         if split_completions:
             report[f"{name}_answer_accuracy"] = float(np.mean([c.matches for c in split_completions]))
+            if tokenizer is None:
+                continue
             generated = tokenizer.batch_decode([c.generated for c in split_completions], skip_special_tokens=True)
             references = tokenizer.batch_decode([c.reference for c in split_completions], skip_special_tokens=True)
             report[f"{name}_rouge_l_recall"] = float(np.mean(rouge_l_recall(generated, references)))
@@ -118,8 +127,15 @@ def llm_report(
         scores = {}
         for name in ("forget", "forget_validation"):
             split = predictions[name]
-            texts = _texts(split.labels, split.mask, tokenizer)
-            scores[name] = membership_scores(split.log_probs, split.mask, texts, split.mu, split.sigma)
+            if tokenizer is None:
+                scores[name] = {
+                    "loss": loss_score(split.log_probs, split.mask),
+                    "min_k": min_k_score(split.log_probs, split.mask),
+                    "min_k_plus_plus": min_k_plus_plus_score(split.log_probs, split.mu, split.sigma, split.mask),
+                }
+            else:
+                texts = _texts(split.labels, split.mask, tokenizer)
+                scores[name] = membership_scores(split.log_probs, split.mask, texts, split.mu, split.sigma)
         report.update(llm_membership_inference(scores["forget"], scores["forget_validation"]))
     if PARAPHRASED_SPLIT in predictions and PERTURBED_SPLIT in predictions:
         paraphrased, perturbed = predictions[PARAPHRASED_SPLIT], predictions[PERTURBED_SPLIT]

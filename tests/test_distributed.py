@@ -375,6 +375,12 @@ def test_causal_lm_two_processes_equal_one_process_token_for_token(runs, accumul
             if key in expected:
                 assert logged[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
     assert results[0]["scrub_history"] == single_result["scrub_history"]
+    # The LLM evidence (gathered token statistics, greedy answers, membership AUCs) is the one process's.
+    report, expected = results[0]["eval_report"], single_result["eval_report"]
+    assert results[1]["eval_report"] == report
+    for key in ("forget_answer_probability", "forget_answer_accuracy", "auc_loss", "auc_min_k", "auc_min_k_plus_plus"):
+        assert report[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+    assert "auc_zlib" not in report  # no tokenizer in this launch: the text-based scores are left out
 
 
 def test_every_accelerate_config_has_a_usage_header_and_is_checked():
