@@ -141,8 +141,42 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + f"\n\nMean ± std over {seeds} seed(s).\n"
 
 
+PLOTTED = [
+    ("forget_answer_accuracy", "forgotten answers produced (%)", 100),
+    ("retain_answer_accuracy", "kept answers produced (%)", 100),
+    ("auc_min_k", "Min-K% AUC, forget vs holdout", 1),
+    ("forget_truth_ratio", "forget truth ratio", 1),
+    ("generic_perplexity_ratio", "generic perplexity / original's", 1),
+]
+
+
+def plot(table: dict, path: Path) -> None:
+    """One panel per PLOTTED metric, a bar per method (mean +/- std over seeds), Retrain's value dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.2))
+    for ax, (key, title, scale) in zip(axes, PLOTTED, strict=True):
+        names = [m for m in table if key in table[m]]
+        colors = ["#888888" if m == "original" else "#2a9d8f" if m == "retrain" else
+                  "#e76f51" if m.startswith("scrub") else "#8ab6d6" for m in names]  # fmt: skip
+        ax.bar(range(len(names)), [scale * table[m][key][0] for m in names],
+               yerr=[scale * table[m][key][1] for m in names], color=colors, capsize=3)  # fmt: skip
+        if key in table.get("retrain", {}):
+            ax.axhline(scale * table["retrain"][key][0], color="#2a9d8f", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"{SCENARIO}: closer to the dashed Retrain line is better", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
 def run(seeds: list[int], methods: list[str] | None, quick: bool, results_dir: Path, report_only: bool) -> str:
-    """Run (unless `report_only`) and write `tables.md` / `summary.json` under `results_dir`; return the table."""
+    """Run (unless `report_only`) and write `tables.md`, `summary.json` and the plot under `results_dir`; return the
+    table."""
     results_dir.mkdir(parents=True, exist_ok=True)
     runs_file = results_dir / "runs.jsonl"
     if not report_only:
@@ -159,6 +193,7 @@ def run(seeds: list[int], methods: list[str] | None, quick: bool, results_dir: P
     text = markdown(table)
     (results_dir / "tables.md").write_text(text)
     (results_dir / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
+    plot(table, results_dir / f"{SCENARIO}.png")
     return text
 
 
