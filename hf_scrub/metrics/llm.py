@@ -1,4 +1,4 @@
-"""Causal-LM unlearning metrics as plain numpy / scipy / scikit-learn / rouge_score functions (docs/design.md §10).
+"""Causal-LM unlearning metrics as plain numpy / scipy / scikit-learn / rouge_score functions (docs/design.md §20).
 
 Like :mod:`hf_scrub.metrics.functional`, this module computes the numbers and the ``evaluate`` modules
 ``llm_membership_inference`` and ``truth_ratio`` only wrap it. Token-level inputs are padded ``(N, L)`` arrays of
