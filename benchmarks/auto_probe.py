@@ -22,7 +22,7 @@ import torch
 import yaml
 from transformers import Trainer
 
-from hf_scrub import ScrubConfig, ScrubTrainer, make_unlearning_splits
+from hf_scrub import ScrubConfig, ScrubTrainer
 
 KEYS = (
     "forget_error",
@@ -38,8 +38,7 @@ def main() -> None:
     name, quick, seed = sys.argv[1], "quick" in sys.argv[2:], 0
     scenario = yaml.safe_load((quality.HERE / "configs" / "quality.yaml").read_text())["scenarios"][name]
     settings = scenario["quick" if quick else "settings"]
-    data, request, _ = quality.scenario_data(scenario, seed, quick)
-    raw = make_unlearning_splits(data, seed=seed, **request)
+    raw = quality.scenario_splits(scenario, seed, quick)
     task = quality.Task(scenario, raw.class_names)
     splits = {n: task.prepare(getattr(raw, n)) for n in ("forget", "retain", "test", "forget_validation")}
     original = task.new_model(seed)

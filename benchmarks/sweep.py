@@ -30,11 +30,9 @@ from quality import (  # noqa: E402
     Task,
     evaluate,
     run_method,
-    scenario_data,
+    scenario_splits,
     train_args,
 )
-
-from hf_scrub import make_unlearning_splits  # noqa: E402
 
 
 def distance(report: dict, reference: dict) -> float:
@@ -51,8 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     scenario = yaml.safe_load(args.config.read_text())["scenarios"][args.scenario]
     settings = scenario["quick"] if args.quick else scenario["settings"]
-    data, request, _ = scenario_data(scenario, args.seed, args.quick)
-    raw = make_unlearning_splits(data, seed=args.seed, **request)
+    raw = scenario_splits(scenario, args.seed, args.quick)
     task = Task(scenario, raw.class_names)
     splits = {n: task.prepare(getattr(raw, n)) for n in ("forget", "retain", "test", "forget_validation")}
     train_all = task.prepare(datasets.concatenate_datasets([raw.forget, raw.retain]))

@@ -36,6 +36,8 @@ verdict judges (`hf_scrub.verdict`, from data the run has, never from a Retrain 
 Targets (the same as the verdict's): class unlearning (no retain example has a forgotten label) -- forget error and
 error on unseen examples of those classes >= 1 - `CLASS_TOLERANCE`; otherwise the forget error within the two-sided
 band of `error_band` around the error on unseen examples of the forget set's distribution (`forget_validation`).
+The schedule itself aims closer, at `AIM_FRACTION` of the band below the reference (`Target.status(aim=True)`): a
+model that never saw the forget set has its error around the reference, not at the band's edge.
 Without such unseen examples there is no target: the run makes `forget_epochs` forget passes at the base step size,
 then repairs until retain is kept, and the verdict says the target was not judged.
 """
@@ -53,6 +55,7 @@ STEP_GROWTH = 1.5  # forget-scale factor per forget step (range test); also the 
 ERROR_SMOOTHING = 0.5  # weight of the newest forget batch in the running forget error
 MAX_SCALE = 1000.0  # the forget scale never exceeds this multiple of the learning rate
 MIN_SCALE = 0.1  # nor falls below this one: a fine-tuned transformer can overshoot at the base rate
+AIM_FRACTION = 0.25  # a selective run drives its forget error to within this share of the band below the reference
 BROKEN_FRACTION = 0.5  # a forget pass that costs more than this share of the retain margin over chance is undone
 
 
@@ -77,16 +80,23 @@ class Target:
     num_forget: int
     num_reference: int = 0
 
-    def status(self, forget_error: float, reference_error: float | None) -> Status:
+    def status(self, forget_error: float, reference_error: float | None, aim: bool = False) -> Status:
         """Status of a forget error against the target (`reference_error`: error on unseen forget-distribution data,
-        None when not measured)."""
+        None when not measured).
+
+        `aim=True` is the schedule's own test for a selective target: short until the forget error is within
+        `AIM_FRACTION` of the band below the reference (the verdict accepts the whole band). The band is the
+        uncertainty of the reference, not a range of equally good answers: a model that never saw the forget set
+        has its error around the reference's, so stopping at the band's lower edge would under-forget by design
+        (measured before this rule: MiniLM runs stopped 7-20 points below Retrain's forget error).
+        """
         if self.kind == "class":
             errors = [forget_error] + ([reference_error] if reference_error is not None else [])
             return Status.MET if min(errors) >= 1 - CLASS_TOLERANCE else Status.SHORT
         if self.kind == "none" or reference_error is None:
             return Status.UNJUDGED
         band = error_band(reference_error, self.num_reference, self.num_forget)
-        if forget_error < reference_error - band:
+        if forget_error < reference_error - (AIM_FRACTION * band if aim else band):
             return Status.SHORT
         return Status.OVERSHOT if forget_error > reference_error + band else Status.MET
 
@@ -153,7 +163,8 @@ class GoalController:
             error = ERROR_SMOOTHING * error + (1 - ERROR_SMOOTHING) * state.recent_error
         state.recent_error = error
         # Per step only the batches count for a class target: the unseen examples are checked at the epoch's end.
-        status = self.target.status(error, None if self.target.kind == "class" else state.reference_error)
+        reference = None if self.target.kind == "class" else state.reference_error
+        status = self.target.status(error, reference, aim=True)
         if status is Status.SHORT:
             state.forget_scale = min(state.forget_scale * STEP_GROWTH, state.scale_ceiling)
         elif status in (Status.MET, Status.OVERSHOT):
@@ -191,7 +202,8 @@ class GoalController:
             self._start_pass()
             state.history.append({"epoch": 0, **self._log_state()})
             return False
-        status = self.target.status(forget_error, reference_error)
+        status = self.target.status(forget_error, reference_error)  # the verdict's reading, for the log
+        aim = self.target.status(forget_error, reference_error, aim=True)  # what the schedule acts on
         retain_kept = retain_error <= original_retain + RETAIN_TOLERANCE + 1e-12
         if state.forget_pass_open and retain_error > original_retain + BROKEN_FRACTION * (
             self.chance_error - original_retain
@@ -200,11 +212,13 @@ class GoalController:
         repair_only = not state.forget_pass_open
         if state.forget_pass_open:
             state.forget_passes += 1
-        if status is Status.UNJUDGED:
+        if aim is Status.UNJUDGED:
             forget_done = state.forget_passes >= self.fallback_forget_epochs
         else:
-            forget_done = status in (Status.MET, Status.OVERSHOT)
-        if forget_done and retain_kept and status is not Status.OVERSHOT:
+            forget_done = aim in (Status.MET, Status.OVERSHOT)
+        standing = f"forget target {status.value}{' (short of the aim)' if aim is not status else ''}, retain "
+        standing += "kept" if retain_kept else "NOT kept"
+        if forget_done and retain_kept and aim is not Status.OVERSHOT:
             state.stopped_because = (
                 f"goal reached after epoch {epoch} of at most {self.budget_epochs}"
                 if status is Status.MET
@@ -212,12 +226,9 @@ class GoalController:
                 "to judge the forget target by)"
             )
         elif epoch >= self.budget_epochs:
-            state.stopped_because = (
-                f"budget: all {self.budget_epochs} epochs run, forget target {status.value}, retain "
-                f"{'kept' if retain_kept else 'NOT kept'}"
-            )
+            state.stopped_because = f"budget: all {self.budget_epochs} epochs run, {standing}"
         state.forget_pass_open = not forget_done
-        state.last_standing = f"forget target {status.value}, retain {'kept' if retain_kept else 'NOT kept'}"
+        state.last_standing = standing
         self._start_pass()
         if retain_kept:
             state.repair_factor = 1.0
@@ -226,7 +237,9 @@ class GoalController:
         else:
             state.repair_factor = min(state.repair_factor * STEP_GROWTH, STEP_GROWTH**2)
         state.last_retain_error = retain_error
-        state.history.append({"epoch": epoch, "status": status.value, "retain_kept": retain_kept, **self._log_state()})
+        state.history.append(
+            {"epoch": epoch, "status": status.value, "aim": aim.value, "retain_kept": retain_kept, **self._log_state()}
+        )
         return state.stopped_because is not None
 
     def _undo(self, epoch: int, retain_error: float, original_retain: float) -> bool:

@@ -226,7 +226,7 @@ class ScrubTrainer(UnlearningTrainer):
         )
         if log:
             decision = self.goal.state.history[-1]
-            self.log({f"goal_{key}": float(value) for key, value in decision.items() if key != "status"})
+            self.log({f"goal_{key}": float(value) for key, value in decision.items() if key not in ("status", "aim")})
             if self.goal.state.undo_pass:
                 self._undo_forget_pass(epoch)
             self._snapshot_before_pass(stop)

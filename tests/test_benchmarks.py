@@ -125,3 +125,21 @@ def test_quick_llm_facts_benchmark(tmp_path):
         assert summary[method]["distance_to_retrain"][0] == pytest.approx(distance[method], abs=1e-12)
     assert summary["scrub"]["speedup_vs_retrain"][0] == pytest.approx(runs[1]["seconds"] / runs[2]["seconds"])
     assert "| scrub |" in (folder / "tables.md").read_text()
+
+
+def test_label_noise_reference_carries_the_forget_sets_label_swap(monkeypatch):
+    """label_noise: the forget rows are 3s labelled 8 and 8s labelled 3, so their unseen reference (the test 3s and
+    8s) must carry the same swap, or a model that never saw them looks like it 'overshot' (benchmarks/quality.py)."""
+    import yaml
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import quality
+
+    scenario = yaml.safe_load((SCRIPT.parent / "configs" / "quality.yaml").read_text())["scenarios"]["label_noise"]
+    splits = quality.scenario_splits(scenario, seed=0, quick=True)
+    data, _ = quality.scenario_data(scenario, seed=0, quick=True)
+    test_labels = np.asarray(data["test"]["label"])
+    true_labels = test_labels[np.isin(test_labels, [3, 8])]
+    assert len(splits.forget) == 100 and sorted(set(splits.forget["label"])) == [3, 8]
+    assert np.array_equal(np.asarray(splits.forget_validation["label"]), np.where(true_labels == 3, 8, 3))
+    assert np.array_equal(np.asarray(splits.test["label"]), test_labels)  # the test split itself stays clean

@@ -31,6 +31,32 @@ def test_selective_status_is_two_sided():
     assert Target("none", 100).status(0.5, None) is Status.UNJUDGED
 
 
+def test_schedule_aims_at_the_reference_while_the_verdict_accepts_the_band():
+    target = Target("selective", 100, 100)  # band 0.1109 at reference 0.2; aim: within 0.25 x 0.1109 = 0.0277 below
+    assert target.status(0.10, 0.2) is Status.MET
+    assert target.status(0.10, 0.2, aim=True) is Status.SHORT
+    assert target.status(0.17, 0.2, aim=True) is Status.SHORT  # 0.2 - 0.0277 = 0.1723
+    assert target.status(0.18, 0.2, aim=True) is Status.MET
+    assert target.status(0.31, 0.2, aim=True) is Status.MET  # above the reference the band itself is the limit
+    assert target.status(0.32, 0.2, aim=True) is Status.OVERSHOT
+    # Class targets have no band: both readings agree.
+    assert Target("class", 400, 100).status(0.99, 0.985, aim=True) is Status.MET
+
+
+def test_selective_run_inside_the_band_but_short_of_the_aim_keeps_forgetting():
+    goal = GoalController(Target("selective", 100, 100), budget_epochs=2, fallback_forget_epochs=3, num_classes=10)
+    goal.after_epoch(0, 0.0, 0.2, 0.0, 0.0)
+    goal.state.forget_scale = 4.0
+    goal.after_forget_step(12, 100)  # error 0.12: inside the verdict's band, short of the aim: the range test grows
+    assert goal.state.forget_scale == pytest.approx(4.0 * STEP_GROWTH)
+    assert not goal.after_epoch(1, 0.12, 0.2, 0.0, 0.0)
+    assert goal.state.forget_pass_open
+    assert goal.state.history[-1]["status"] == "met" and goal.state.history[-1]["aim"] == "short"
+    # At the budget the words say both: the verdict's reading, and that the schedule's aim was not reached.
+    assert goal.after_epoch(2, 0.15, 0.2, 0.0, 0.0)
+    assert goal.state.stopped_because == "budget: all 2 epochs run, forget target met (short of the aim), retain kept"
+
+
 def test_range_test_grows_while_short_and_shrinks_faster_once_met():
     goal = GoalController(Target("class", 64), budget_epochs=5, fallback_forget_epochs=3, num_classes=10)
     goal.after_epoch(0, 0.0, 0.03, 0.0, 0.0)
