@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import datasets
@@ -25,9 +27,10 @@ from torch.utils.data import DataLoader
 
 from .config import ScrubConfig
 from .data import label_column_of, label_values
-from .goal import GoalController, target_for
+from .goal import PROBE_EXAMPLES, GoalController, target_for
 from .lm_losses import next_token_mask, token_forget_loss, token_retain_loss
-from .losses import forget_loss, retain_loss
+from .losses import forget_loss, kd_distance, retain_loss
+from .phase_state import PhaseStates
 from .rewind import load_whole_state
 from .schedule import OptimizerStep, Phase, build_schedule
 from .teacher import build_teacher
@@ -52,6 +55,26 @@ def _on_cpu(state: Any) -> Any:
     if isinstance(state, (list, tuple)):
         return type(state)(_on_cpu(value) for value in state)
     return state
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout), except that BatchNorm layers normalise with the batch's own statistics; their running
+    averages, and every other buffer, are left exactly as they were."""
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    saved = [(module.momentum, module.num_batches_tracked.clone()) for module in norms if module.track_running_stats]
+    was_training = model.training
+    model.eval()
+    try:
+        for module in norms:
+            module.train()
+            module.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+        yield
+    finally:
+        for module, (momentum, tracked) in zip((m for m in norms if m.track_running_stats), saved, strict=True):
+            module.momentum = momentum
+            module.num_batches_tracked.copy_(tracked)
+        model.train(was_training)
 
 
 def check_deterministic(dataset: Any, name: str) -> None:
@@ -148,6 +171,10 @@ class ScrubTrainer(UnlearningTrainer):
             # model is undone (hf_scrub.goal).
             self._pass_snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
             self._forget_counts = torch.zeros(2, device=self.accelerator.device)
+            self._step_snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+            self._probe_inputs: dict[str, torch.Tensor] | None = None
+            self._phase_states: PhaseStates | None = None
+            self._probe_reference: torch.Tensor | None = None  # probe logits at the current forget pass's start
             logger.info("Goal-driven schedule: %s target, budget %d epochs", target.kind, int(args.num_train_epochs))
 
     def setup_original(self, model: nn.Module, args: ScrubConfig, num_labels: int | None) -> None:
@@ -204,6 +231,26 @@ class ScrubTrainer(UnlearningTrainer):
     def lr_scale(self, step: OptimizerStep) -> float:
         return 1.0 if self.goal is None else self.goal.lr_scale(step.phase is Phase.FORGET)
 
+    def before_optimizer_step(self, step: OptimizerStep) -> None:
+        """Keep the state from before an applied forget step: a step that moves the retain probe too far is
+        reverted (hf_scrub.goal, `DRIFT_LIMIT`), BatchNorm statistics included: this runs before its forward."""
+        if self.goal is None:
+            return
+        self._phase_states.switch(step.phase.value)
+        if step.phase is not Phase.FORGET or not self.goal.forget_steps_apply:
+            return
+        self._step_snapshot = self._snapshot()
+        if self._probe_reference is None:  # the pass's first applied step: its side effects are measured from here
+            self._probe_reference = self._probe_logits()
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; under the goal-driven schedule with one state per phase (hf_scrub.phase_state),
+        set up before a resumed run loads its checkpoint's optimizer state."""
+        optimizer = super().create_optimizer(model)
+        if self.goal is not None and self._phase_states is None:
+            self._phase_states = PhaseStates(getattr(optimizer, "optimizer", optimizer))
+        return optimizer
+
     def after_optimizer_step(self, step: OptimizerStep) -> None:
         if self.goal is None or step.phase is not Phase.FORGET:
             return
@@ -211,8 +258,30 @@ class ScrubTrainer(UnlearningTrainer):
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         wrong, seen = counts.tolist()
-        self.goal.after_forget_step(wrong, int(seen))
+        drift = None
+        if self.goal.forget_steps_apply:
+            drift = kd_distance(self._probe_logits(), self._probe_reference, 1.0).mean()
+            if self.accelerator.num_processes > 1:  # the same probe everywhere: one decision for every rank
+                drift = self.accelerator.reduce(drift, reduction="mean")
+            drift = float(drift)
+        if self.goal.after_forget_step(wrong, int(seen), drift):
+            self._restore(self._step_snapshot)
+        self._step_snapshot = None
         self._forget_counts.zero_()
+
+    @torch.no_grad()
+    def _probe_logits(self) -> torch.Tensor:
+        """The student's logits on a fixed probe of `PROBE_EXAMPLES` retain examples, without dropout and with
+        normalisation layers on the probe's own batch statistics: during a forget pass BatchNorm's running averages
+        carry the forget batches' statistics (the retain pass re-estimates them), which would hide what the weights
+        did. The forget step's side effect is the distance of these logits from the pass's start."""
+        if self._probe_inputs is None:
+            retain = self._drop_unused_columns(self.train_dataset, "retain")
+            rows = np.random.default_rng(self.args.seed).permutation(len(retain))[:PROBE_EXAMPLES]
+            batch = self._prepare_inputs(self.data_collator([retain[int(row)] for row in rows]))
+            self._probe_inputs = {key: value for key, value in batch.items() if key != "labels"}
+        with batch_statistics(self.model):
+            return self.model(**self._probe_inputs).logits.float()
 
     def after_epoch(self, epoch: int, entry: dict[str, float], log: bool = True) -> bool:
         if self.goal is None:
@@ -235,18 +304,26 @@ class ScrubTrainer(UnlearningTrainer):
     def _snapshot_before_pass(self, stop: bool) -> None:
         """Keep the weights and optimizer state (on CPU) when the next epoch has a forget pass, for its undo."""
         self._pass_snapshot = None
+        self._probe_reference = None  # the next forget pass measures its side effects from its own start
         if not stop and self.goal.state.forget_pass_open:
-            optimizer_state = _on_cpu(self.optimizer.state_dict()) if self.optimizer is not None else {}
-            self._pass_snapshot = (self._candidate_state(), optimizer_state)
+            self._pass_snapshot = self._snapshot()
+
+    def _snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The trainable weights, buffers and optimizer state, copied to CPU."""
+        optimizer_state = _on_cpu(self.optimizer.state_dict()) if self.optimizer is not None else {}
+        return self._candidate_state(), optimizer_state
+
+    def _restore(self, snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> None:
+        weights, optimizer_state = snapshot
+        load_whole_state(self.accelerator.unwrap_model(self.model), weights, self._sharding)
+        if optimizer_state:
+            self.optimizer.load_state_dict(optimizer_state)
 
     def _undo_forget_pass(self, epoch: int) -> None:
         """Restore the weights and optimizer state from before this epoch's forget pass, and record the epoch again
         with the errors of the model it now is (the previous epoch's), so that the history, SCRUB+R and a resumed
         run see the model that is kept. The goal's log entry keeps the broken pass's retain error."""
-        weights, optimizer_state = self._pass_snapshot
-        load_whole_state(self.accelerator.unwrap_model(self.model), weights, self._sharding)
-        if optimizer_state:
-            self.optimizer.load_state_dict(optimizer_state)
+        self._restore(self._pass_snapshot)
         kept = {key: value for key, value in self.scrub_history[-2].items() if key.endswith("_error")}
         self.log({"scrub_epoch": epoch, **kept})
         logger.warning("Goal-driven schedule: epoch %d's forget pass broke the model; undone, redone smaller.", epoch)
@@ -280,7 +357,7 @@ class ScrubTrainer(UnlearningTrainer):
     def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
         """Max-step (``-d``) on forget batches, min-step (``gamma * CE + alpha * d``) on retain batches."""
         args: ScrubConfig = self.args
-        if tags.phase is Phase.FORGET and self.goal is not None and not self.goal.state.forget_pass_open:
+        if tags.phase is Phase.FORGET and self.goal is not None and not self.goal.forget_steps_apply:
             return self._skipped_step(model, inputs, tags)
         teacher_logits = tags.teacher_logits
         if teacher_logits is None:

@@ -88,6 +88,12 @@ class _EpochCallback(TrainerCallback):
         else:
             self.trainer.resume_epochs(self.trainer.scrub_history)
 
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        # Before the step's first forward: weights, buffers (BatchNorm statistics) and optimizer state as they were.
+        self.trainer.before_optimizer_step(self.trainer.schedule[state.global_step])
+
     def on_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
@@ -252,6 +258,9 @@ class UnlearningTrainer(Trainer):
 
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
         """Called when a resumed run starts, with the epochs recorded before the checkpoint. Default: nothing."""
+
+    def before_optimizer_step(self, step: OptimizerStep) -> None:
+        """Called before each optimizer step's first forward."""
 
     def after_optimizer_step(self, step: OptimizerStep) -> None:
         """Called after each optimizer step, before the LR scheduler computes the next step's rate."""

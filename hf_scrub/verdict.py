@@ -5,9 +5,10 @@ from a Retrain model:
 - class unlearning: a model that never saw the forgotten classes does not predict them, so their accuracy must be
   at most `CLASS_TOLERANCE` on the forget set and on held-out examples of those classes (when there are any);
 - other requests (selective, indices, ids, a column): the forget set must look like unseen data of its
-  distribution, so its error must lie within a two-sided confidence band around the forget-validation error
-  (overshooting makes the forget set stand out as much as not forgetting does). Without unseen forget-validation
-  data (no test split) there is no reference, and the verdict says so instead of guessing;
+  distribution, so its error must lie within a two-sided confidence band around the original model's error on the
+  forget-validation examples (overshooting makes the forget set stand out as much as not forgetting does; the
+  unlearned model's own error there moves with the unlearning, so it cannot be the reference). Without unseen
+  forget-validation data (no test split) there is no reference, and the verdict says so instead of guessing;
 - the retain side is kept when retain accuracy (and, for classes, the remaining classes' test accuracy; for causal
   LMs the retain answer match) is within `RETAIN_TOLERANCE` of the original's;
 - causal LMs with prompt/completion data are judged on the greedy answer match (does the model still produce the
@@ -71,14 +72,19 @@ def unlearning_verdict(
         answers = "forget_answer_accuracy" in unlearned and "forget_validation_answer_accuracy" in unlearned
         prefix, cap = ("answer ", MAX_GENERATION_EXAMPLES) if answers else ("", None)
         key = "answer_accuracy" if answers else "accuracy"
-        reference_error = 1 - unlearned[f"forget_validation_{key}"]
+        # The original model's error on the unseen examples, not the unlearned model's: unlearning moves the latter
+        # too (forgetting 100 threes made unseen threes 3 % -> 19 % wrong), so it would let a model that forgot
+        # the whole distribution pass as "like unseen data" (docs/design.md §17).
+        judged_by = original if f"forget_validation_{key}" in original else unlearned
+        reference_error = 1 - judged_by[f"forget_validation_{key}"]
         forget_error = 1 - unlearned[f"forget_{key}"]
         counts = [forget.get("num_forget_validation_examples", 0), forget["num_examples"]]
         band = error_band(reference_error, *(min(count, cap or count) for count in counts))
         met = abs(forget_error - reference_error) <= band
+        whose = "the original's" if judged_by is original else "the unlearned model's"
         reference = (
             f"unseen examples of the forget set's distribution: forget {prefix}error {forget_error:.4f} within "
-            f"{reference_error:.4f} +/- {band:.4f}"
+            f"{whose} {prefix}error on them {reference_error:.4f} +/- {band:.4f}"
         )
     else:
         met = None

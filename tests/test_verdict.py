@@ -55,12 +55,15 @@ def test_error_band_is_the_normal_interval_of_a_difference_of_error_rates():
     assert error_band(0.5, 10_000, 10_000) == MIN_BAND  # large sets: the floor
 
 
-def selective(forget_error, reference_error, held_out_from_train=False):
+def selective(forget_error, reference_error, held_out_from_train=False, unlearned_reference_error=None):
+    """A selective run whose original model has `reference_error` on the unseen forget-validation examples."""
     forget = {"type": "selective", "num_examples": 100, "num_forget_validation_examples": 100,
               "test_held_out_from_train": held_out_from_train}  # fmt: skip
-    unlearned = {"forget_accuracy": 1 - forget_error, "forget_validation_accuracy": 1 - reference_error,
+    drifted = reference_error if unlearned_reference_error is None else unlearned_reference_error
+    unlearned = {"forget_accuracy": 1 - forget_error, "forget_validation_accuracy": 1 - drifted,
                  "retain_accuracy": 0.99}  # fmt: skip
-    return unlearning_verdict(forget, {"retain_accuracy": 0.99}, unlearned, "fixed schedule")
+    original = {"retain_accuracy": 0.99, "forget_validation_accuracy": 1 - reference_error}
+    return unlearning_verdict(forget, original, unlearned, "fixed schedule")
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,20 @@ def selective(forget_error, reference_error, held_out_from_train=False):
 def test_selective_target_is_two_sided_around_unseen_data(forget_error, met):
     """Not forgetting (error 0) and overshooting (error 0.5) both miss: either makes the forget set stand out."""
     assert selective(forget_error, 0.2)["forget_target_met"] is met
+
+
+def test_selective_reference_is_the_original_model_error_on_unseen_data():
+    """Measured on MNIST: unlearning 100 threes made the unlearned model 19 % wrong on unseen threes (the original:
+    3 %). A forget error of 12 % sits inside a band around the drifted 19 %, yet Retrain's is 4 %: it overshoots."""
+    verdict = selective(0.12, 0.03, unlearned_reference_error=0.19)
+    assert verdict["forget_target_met"] is False
+    assert "within the original's error on them 0.0300 +/- 0.0473" in verdict["reference"]
+    assert selective(0.05, 0.03, unlearned_reference_error=0.19)["forget_target_met"] is True
+    # Without the original's measurement (an older results file) the unlearned model's is used, and named.
+    forget = {"type": "selective", "num_examples": 100, "num_forget_validation_examples": 100}
+    unlearned = {"forget_accuracy": 0.8, "forget_validation_accuracy": 0.8, "retain_accuracy": 0.99}
+    verdict = unlearning_verdict(forget, {"retain_accuracy": 0.99}, unlearned, "fixed schedule")
+    assert verdict["forget_target_met"] is True and "the unlearned model's error" in verdict["reference"]
 
 
 def test_no_unseen_reference_means_no_judgement():
@@ -85,10 +102,11 @@ def test_causal_lm_is_judged_on_the_answers_it_still_produces():
     unlearned = {"forget_accuracy": 0.979, "forget_validation_accuracy": 0.882, "retain_accuracy": 1.0,
                  "forget_answer_accuracy": 0.75, "forget_validation_answer_accuracy": 0.05,
                  "retain_answer_accuracy": 1.0}  # fmt: skip
-    original = {"retain_accuracy": 1.0, "retain_answer_accuracy": 1.0}
+    original = {"retain_accuracy": 1.0, "retain_answer_accuracy": 1.0, "forget_validation_accuracy": 0.89,
+                "forget_validation_answer_accuracy": 0.05}  # fmt: skip
     verdict = unlearning_verdict(forget, original, unlearned, "fixed schedule")
     assert verdict["forget_target_met"] is False
-    assert "forget answer error 0.2500 within 0.9500" in verdict["reference"]
+    assert "forget answer error 0.2500 within the original's answer error on them 0.9500" in verdict["reference"]
     forgotten = {**unlearned, "forget_answer_accuracy": 0.0}
     assert unlearning_verdict(forget, original, forgotten, "fixed schedule")["forget_target_met"] is True
     lost = {**forgotten, "retain_answer_accuracy": 0.9}
