@@ -252,22 +252,30 @@ class ScrubTrainer(UnlearningTrainer):
         return optimizer
 
     def after_optimizer_step(self, step: OptimizerStep) -> None:
-        if self.goal is None or step.phase is not Phase.FORGET:
+        if self.goal is None:
+            return
+        if step.phase is Phase.RETAIN:
+            # Repairing what this epoch's forget pass did (none: a warm-up or repair-only epoch runs in full).
+            if self._probe_reference is not None and self.goal.retain_steps_apply:
+                self.goal.after_retain_step(self._probe_drift())
             return
         counts = self._forget_counts
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         wrong, seen = counts.tolist()
-        drift = None
-        if self.goal.forget_steps_apply:
-            drift = kd_distance(self._probe_logits(), self._probe_reference, 1.0).mean()
-            if self.accelerator.num_processes > 1:  # the same probe everywhere: one decision for every rank
-                drift = self.accelerator.reduce(drift, reduction="mean")
-            drift = float(drift)
+        drift = self._probe_drift() if self.goal.forget_steps_apply else None
         if self.goal.after_forget_step(wrong, int(seen), drift):
             self._restore(self._step_snapshot)
         self._step_snapshot = None
         self._forget_counts.zero_()
+
+    def _probe_drift(self) -> float:
+        """The probe's distance (``d`` at temperature 1, nats, mean over the probe) from the current forget pass's
+        start."""
+        drift = kd_distance(self._probe_logits(), self._probe_reference, 1.0).mean()
+        if self.accelerator.num_processes > 1:  # the same probe everywhere: one decision for every rank
+            drift = self.accelerator.reduce(drift, reduction="mean")
+        return float(drift)
 
     @torch.no_grad()
     def _probe_logits(self) -> torch.Tensor:
@@ -357,7 +365,9 @@ class ScrubTrainer(UnlearningTrainer):
     def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
         """Max-step (``-d``) on forget batches, min-step (``gamma * CE + alpha * d``) on retain batches."""
         args: ScrubConfig = self.args
-        if tags.phase is Phase.FORGET and self.goal is not None and not self.goal.forget_steps_apply:
+        if self.goal is not None and not (
+            self.goal.forget_steps_apply if tags.phase is Phase.FORGET else self.goal.retain_steps_apply
+        ):
             return self._skipped_step(model, inputs, tags)
         teacher_logits = tags.teacher_logits
         if teacher_logits is None:
@@ -406,7 +416,8 @@ class ScrubTrainer(UnlearningTrainer):
         self._forget_counts += torch.stack([wrong.sum(), tags.real.sum()]).to(self._forget_counts)
 
     def _skipped_step(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
-        """A forget step the goal rules turned off: its learning rate is 0 (`lr_scale`) and it yields no gradient.
+        """A step the goal rules turned off (a closed forget pass, a retain pass whose repair is done): its learning
+        rate is 0 (`lr_scale`) and it yields no gradient.
 
         Without a gradient scaler nothing is computed and no parameter gets a gradient, so the optimizer leaves
         every parameter and its state untouched. fp16's `GradScaler` needs gradients to check, so there the step
