@@ -23,11 +23,11 @@ verdict judges (`hf_scrub.verdict`, from data the run has, never from a Retrain 
   that takes it past the pass's drift budget is reverted (weights, buffers and optimizer state restored from just
   before it) and the scale shrinks by `STEP_GROWTH ** 2`; the pass goes on with the next batch, and ends when even a
   step at `MIN_SCALE` went too far. Why: on a fine-tuned MiniLM the forget error stays at 0 until the step that
-  collapses the model, while the probe moved 0.04 -> 0.22 -> 1.24 nats over the first three steps (retain error
-  0 % -> 9 % -> 41 %), early enough to stop before the collapse; on a CNN a whole-class pass moved it 0.18 nats and
-  its retain pass repaired that (0.6 % retain error after the epoch). The budget starts at `DRIFT_LIMIT`, halves
-  after each epoch whose retain pass could not bring the retain error back within tolerance (the passes cost more
-  than the repair can undo) and grows back by `STEP_GROWTH` after an epoch that kept it.
+  collapses the model, while the probe moved 0.04 -> 0.22 -> 1.24 nats over the first three steps (0 % -> 9 % ->
+  41 % of 128 retain examples wrong), early enough to stop before the collapse; on a CNN a whole-class pass moved
+  it 0.18 nats and its retain pass repaired that (0.6 % retain error after the epoch). The budget starts at
+  `DRIFT_LIMIT`, halves after each epoch whose retain pass could not bring the retain error back within tolerance
+  (the passes cost more than the repair can undo) and grows back by `STEP_GROWTH` after an epoch that kept it.
 - **A repair stops when it is done.** After each retain step of an epoch with a forget pass the probe is read again;
   back within `REPAIRED_DRIFT` of where the forget pass started, the pass's remaining retain steps are skipped: the
   steps after that moved the fine-tuned MiniLM away again while undoing part of the forgetting.
@@ -170,10 +170,12 @@ class GoalState:
 class GoalController:
     """The rules of the goal-driven schedule (see the module docstring), fed by the trainer.
 
-    The trainer calls `after_forget_step` with each forget step's eval-mode predictions and `after_epoch` with
-    each epoch's evaluation (epoch 0 = the original model); it multiplies each step's learning rate
-    by `lr_scale(phase)`, skips forget steps while `forget_pass_open` is False, and restores the weights from before
-    the last forget pass when `undo_pass` is True. `num_classes` sets chance level for the broken-pass rule.
+    The trainer calls `after_forget_step` with each forget step's eval-mode predictions and the retain probe's drift
+    (reverting the step when it returns True), `after_retain_step` with the drift after each retain step of an
+    epoch with a forget pass, and `after_epoch` with each epoch's evaluation (epoch 0 = the original model); it
+    multiplies each step's learning rate by `lr_scale(phase)`, skips the steps `forget_steps_apply` /
+    `retain_steps_apply` turn off, and restores the weights from before the last forget pass when `undo_pass` is
+    True. `num_classes` sets chance level for the broken-pass rule.
     """
 
     def __init__(self, target: Target, budget_epochs: int, fallback_forget_epochs: int, num_classes: int) -> None:
