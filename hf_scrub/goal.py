@@ -39,9 +39,11 @@ verdict judges (`hf_scrub.verdict`, from data the run has, never from a Retrain 
   `STEP_GROWTH ** 2` after a repair-only epoch that made the retain error *worse* (the repair step itself is too
   large); it never grows: larger repair steps re-taught a forgotten class on the held-out digits and collapsed a
   fine-tuned MiniLM (retain error 3 % -> 24 % in one repair-only epoch at 1.5x). A new forget pass starts at the
-  size of the last pass's kept steps, not at the largest scale it grew to. Each phase has its own optimizer state
-  (`hf_scrub.phase_state`): a retain pass here is as short as the forget pass, shorter than Adam's momentum memory,
-  and with one shared state the forget pass's ascent carried on through it.
+  size of the last pass's kept steps, not at the largest scale it grew to, once a pass has found its size (a step
+  reached the target or was reverted); after a pass short on every batch the range test goes on where it stopped.
+  Each phase has its own optimizer state (`hf_scrub.phase_state`): a retain pass here is as short as the forget
+  pass, shorter than Adam's momentum memory, and with one shared state the forget pass's ascent carried on through
+  it.
 - **A pass that broke the model is undone.** The range test grows the scale inside a pass on a signal that can stay
   flat until it is too late: a fine-tuned transformer predicts every forget batch correctly up to the step that
   collapses it (retain error 0.003 -> 0.52 within one pass of 7 steps, after which 8 repair epochs did not bring
@@ -158,6 +160,7 @@ class GoalState:
     last_standing: str = "forget target short, retain kept"  # the latest epoch that was kept, in words
     forget_pass_open: bool = True  # whether the current epoch has a forget pass
     pass_reached: bool = False  # a class target was reached on this pass's batches: its remaining steps are skipped
+    pass_found_scale: bool = False  # a step of this pass reached the target on its batches or was reverted
     repaired: bool = False  # this epoch's retain pass brought the probe back: its remaining steps are skipped
     reference_error: float | None = None  # the original's error on unseen forget-distribution data (epoch 0)
     recent_error: float | None = None  # exponential average of the current forget pass's batch errors
@@ -211,6 +214,7 @@ class GoalController:
             state.forget_step_size = math.exp(sum(state.pass_log_scales) / len(state.pass_log_scales))
         else:
             state.steps_reverted += 1
+            state.pass_found_scale = True
             state.pass_reached = state.forget_scale <= MIN_SCALE
             state.forget_scale = max(state.forget_scale / STEP_GROWTH**2, MIN_SCALE)
             return True
@@ -218,7 +222,10 @@ class GoalController:
         status = self.target.status(error, None if self.target.kind == "class" else state.reference_error, aim=True)
         if status is Status.SHORT:
             state.forget_scale = min(state.forget_scale * STEP_GROWTH, state.scale_ceiling)
-        elif status is Status.OVERSHOT or (status is Status.MET and self.target.kind == "class"):
+        if status in (Status.SHORT, Status.UNJUDGED):
+            return False
+        state.pass_found_scale = True
+        if status is Status.OVERSHOT or (status is Status.MET and self.target.kind == "class"):
             state.forget_scale = max(state.forget_scale / STEP_GROWTH**2, MIN_SCALE)
             # A class target met on the batches is a strong signal (>= 98 % of them wrong): the pass's remaining
             # max-steps would only push the model further and cost a forward and backward each. The epoch's end
@@ -323,10 +330,12 @@ class GoalController:
             state.stopped_because = f"budget: all {self.budget_epochs} epochs run, {standing}"
         state.forget_pass_open = not forget_done
         state.last_standing = standing
-        if not repair_only and state.pass_log_scales:
-            # The next pass starts at the size this one's kept steps had, not at the largest it grew to: a pass that
-            # began where a class pass had ended (26-58x) on the held-out digits put its retain steps at 58x and
-            # re-taught the class (forget error 1.0 -> 0.08 in one epoch).
+        if not repair_only and state.pass_log_scales and state.pass_found_scale:
+            # A pass whose steps reached the target or went too far found its step size: the next starts at the size
+            # its kept steps had, not at the largest it grew to (a pass that began where a class pass had ended,
+            # 26-58x, on the held-out digits put its retain steps at 58x and re-taught the class: forget error
+            # 1.0 -> 0.08 in one epoch). A pass short on every batch has not found it yet: the range test goes on
+            # from where it stopped (restarting it would grow the scale by one pass's worth of steps per epoch).
             state.forget_scale = min(state.forget_scale, state.forget_step_size)
         self._start_pass()
         if retain_kept:
@@ -374,7 +383,7 @@ class GoalController:
         """The next forget pass keeps its own running error and range."""
         state = self.state
         state.recent_error = None
-        state.pass_reached = False
+        state.pass_reached = state.pass_found_scale = False
         state.repaired = False
         state.pass_start_scale = state.pass_max_scale = state.forget_scale
         state.pass_log_scales = []

@@ -116,22 +116,40 @@ def test_retain_scale_never_falls_below_the_base_learning_rate():
     assert goal.lr_scale(forget_step=False) == 1.0
 
 
-def test_the_next_pass_starts_at_the_size_of_the_kept_steps_not_the_largest():
+def test_the_next_pass_starts_at_the_size_of_the_kept_steps_once_a_pass_found_it():
     """Held-out digits: a pass that began where a class pass had ended (26-58x) put its retain steps at 58x, and that
     repair taught the class back (forget error 1.0 -> 0.08 in one epoch)."""
     goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3, num_classes=10)
     goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
     for _ in range(5):
         goal.after_forget_step(0, 16, retain_drift=0.01)  # kept at 1, 1.5, ..., 1.5**4; the scale ends at 1.5**5
-    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**5)
-    assert not goal.after_epoch(1, 0.9, 0.9, 0.0, 0.0)  # short: another pass
-    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**2)  # the geometric mean of the kept steps
+    for _ in range(2):
+        goal.after_forget_step(16, 16, retain_drift=0.01)  # running error 0.5, then 0.75: short, kept, growing
+    # A batch error of 1 brings the running error to 0.875, then 0.9375, 0.97, 0.98: the target, reached at 1.5**10.
+    for _ in range(4):
+        goal.after_forget_step(16, 16, retain_drift=0.01)
+    assert not goal.forget_steps_apply and goal.state.forget_scale == pytest.approx(STEP_GROWTH**8)
+    assert not goal.after_epoch(1, 0.9, 0.9, 0.0, 0.0)  # the whole forget set disagrees: another pass
+    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**5)  # the geometric mean of the kept 1.5**0..10
     # A pass that reverted its larger steps: the next starts at the one it kept.
-    goal.after_forget_step(0, 16, retain_drift=0.01)  # kept at 1.5**2, grows to 1.5**3
-    goal.after_forget_step(0, 16, retain_drift=DRIFT_LIMIT + 1)  # reverted: 1.5**3 / 1.5**2
-    goal.after_forget_step(0, 16, retain_drift=DRIFT_LIMIT + 1)  # reverted again: 1.5**-1
+    goal.after_forget_step(0, 16, retain_drift=0.01)  # kept at 1.5**5, grows to 1.5**6
+    goal.after_forget_step(0, 16, retain_drift=DRIFT_LIMIT + 1)  # reverted: 1.5**6 / 1.5**2
+    goal.after_forget_step(0, 16, retain_drift=DRIFT_LIMIT + 1)  # reverted again: 1.5**2
     assert not goal.after_epoch(2, 0.9, 0.9, 0.0, 0.0)
-    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**-1)  # below the kept step's 1.5**2: kept as is
+    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**2)  # below the kept step's 1.5**5: kept as is
+
+
+def test_a_pass_short_on_every_batch_leaves_the_range_test_where_it_stopped():
+    """The test CLI's tiny classifier: three passes of two batches each stayed at 0 % forget error. Restarting each
+    pass at the geometric mean of its steps grew the scale by one step's factor per epoch, and the run took all 4
+    epochs of its budget to forget a class it forgets in 3 when the range test carries on."""
+    goal = GoalController(Target("class", 400, 100), budget_epochs=10, fallback_forget_epochs=3, num_classes=10)
+    goal.after_epoch(0, 0.0, 0.04, 0.0, 0.0)
+    for _ in range(3):
+        goal.after_forget_step(0, 16, retain_drift=0.01)
+    assert not goal.after_epoch(1, 0.0, 0.0, 0.0, 0.0)
+    assert goal.state.forget_scale == pytest.approx(STEP_GROWTH**3)
+    assert goal.lr_scale(forget_step=False) == pytest.approx(STEP_GROWTH)  # retain at the kept steps' size
 
 
 def test_relearned_forget_set_reopens_the_forget_pass_and_budget_ends_the_run():
