@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser
 
@@ -294,4 +295,16 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())  # one line, whatever the exception's text holds
         print(f"error: {message} (run again with --debug for the traceback)", file=sys.stderr)
         return status
+    leave_process_group()
     return 0
+
+
+def leave_process_group() -> None:
+    """End a launched run's process group once every output is written.
+
+    Left to the interpreter's exit, Gloo's worker threads can outlive it and abort the process (SIGABRT, "terminate
+    called without an active exception", pytorch/pytorch#190489): the launcher then reports a finished run as failed.
+    Only after success: after an error the other ranks may still wait in a collective, and destroying would hang.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -300,11 +300,16 @@ def fsdp2_runs(tmp_path_factory):
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    command = [
-        str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(ROOT / "tests" / "launch" / "fsdp2_scrub.py"), "--out", str(out),
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    for _attempt in range(2):
+        command = [
+            str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+            str(ROOT / "tests" / "launch" / "fsdp2_scrub.py"), "--out", str(out),
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+        # Gloo's threads can abort a rank at interpreter exit even after destroy_process_group (seen once on the CI
+        # machine, 2026-12-04, in a full run whose reruns all passed): a torch teardown race, not what this checks.
+        if result.returncode == 0 or "terminate called without an active exception" not in result.stderr:
+            break
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 

@@ -176,3 +176,21 @@ def test_the_goal_driven_default_is_refused_under_fsdp_before_the_model_loads(
     argv = scrub(assets, tmp_path, "--forget_classes", "1", schedule=None)
     refused(capsys, argv, "The goal-driven schedule", "not available under FSDP", "--schedule fixed")
     assert loads == [] and not (tmp_path / "out").exists()
+
+
+def test_a_launched_run_leaves_its_process_group_once_done_and_only_then(assets, tmp_path):
+    """Left to the interpreter's exit, Gloo's threads can abort a finished run (SIGABRT after every output was written:
+    the launcher reports it failed). A run that succeeded destroys the group; one that failed leaves it to the other
+    ranks' error path (destroying there could wait on a rank still inside a collective)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert cli.main(scrub(assets, tmp_path, "--forget_classes", "7", out="refused")) == 2  # no such class
+        assert dist.is_initialized()
+        assert cli.main(scrub(assets, tmp_path, "--forget_classes", "1")) == 0
+        assert not dist.is_initialized()
+        assert_complete(tmp_path / "out")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
