@@ -306,8 +306,8 @@ def fsdp2_runs(tmp_path_factory):
             str(ROOT / "tests" / "launch" / "fsdp2_scrub.py"), "--out", str(out),
         ]  # fmt: skip
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
-        # Gloo's threads can abort a rank at interpreter exit even after destroy_process_group (seen once on the CI
-        # machine, 2026-12-04, in a full run whose reruns all passed): a torch teardown race, not what this checks.
+        # Gloo's threads can abort a rank at interpreter exit even after destroy_process_group (seen once, 2026-12-04,
+        # in a fresh-clone .ci/run whose reruns all passed): a torch teardown race, not what this checks.
         if result.returncode == 0 or "terminate called without an active exception" not in result.stderr:
             break
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
