@@ -300,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def leave_process_group() -> None:
-    """End a launched run's process group once every output is written.
+    """End a launched run's process group once every output is written, as torch asks of a launched program (pending
+    collectives finish, and no rank's exit leaves the group to the interpreter's teardown).
 
-    Left to the interpreter's exit, Gloo's worker threads can outlive it and abort the process (SIGABRT, "terminate
-    called without an active exception", pytorch/pytorch#190489): the launcher then reports a finished run as failed.
-    Only after success: after an error the other ranks may still wait in a collective, and destroying would hang.
+    It does not remove every abort at exit: on 2 CPU ranks under ZeRO-3, Gloo's threads still ended about 1 launch in
+    3 with SIGABRT ("terminate called without an active exception") after the results were written, with or without
+    this call (docs/design.md §7). Only after success: after an error another rank may still wait in a collective,
+    and destroying would hang.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -155,6 +155,12 @@ def assert_same_weights(model_a, model_b, atol=1e-6):
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 
 
+# What a rank prints when Gloo's threads abort it at interpreter exit, after its outputs are written: a torch teardown
+# race on CPU launches (docs/design.md §7), seen in about 1 of 3 runs of the ZeRO-3 script test. Launch tests rerun a
+# launch that ended this way, once; any other failure fails them.
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -179,9 +179,9 @@ def test_the_goal_driven_default_is_refused_under_fsdp_before_the_model_loads(
 
 
 def test_a_launched_run_leaves_its_process_group_once_done_and_only_then(assets, tmp_path):
-    """Left to the interpreter's exit, Gloo's threads can abort a finished run (SIGABRT after every output was written:
-    the launcher reports it failed). A run that succeeded destroys the group; one that failed leaves it to the other
-    ranks' error path (destroying there could wait on a rank still inside a collective)."""
+    """A run that succeeded destroys its process group, as torch asks of launched programs (docs/design.md §7); one
+    that failed leaves it to the other ranks' error path (destroying there could wait on a rank still inside a
+    collective)."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
