@@ -1,15 +1,18 @@
 """One goal-driven SCRUB run (`ScrubConfig.from_preset("auto")`, nothing else set) on a quality-benchmark scenario.
 
-    python benchmarks/auto_probe.py class            # or selective, text_selective; add `quick` for the CI sizes
+    python benchmarks/auto_probe.py class            # or selective, text_selective; add `quick` for the CI sizes, -v
+                                                     # for every step's test
 
 Trains the scenario's original model (cached in $TMPDIR), evaluates it, runs the `auto` preset with only the
 scenario's evaluation-size settings, and prints both reports, the seconds, why the run stopped and each epoch's
-errors and goal decisions. A probe for issue 10, not the benchmark: one seed, no Retrain run.
+errors and goal decisions. A probe for development scenarios only (never a held-out one: benchmarks/quality.py),
+not the benchmark: one seed, no Retrain run.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import json
 import sys
 import tempfile
@@ -23,6 +26,10 @@ import yaml
 from transformers import Trainer
 
 from hf_scrub import ScrubConfig, ScrubTrainer
+
+if "-v" in sys.argv:  # every goal-driven step's test and decision
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("hf_scrub.trainer").setLevel(logging.DEBUG)
 
 KEYS = (
     "forget_error",
@@ -61,7 +68,7 @@ def main() -> None:
         )
         report = quality.evaluate(evaluator, splits, raw.forget_classes, seed, None)
     print("original", {k: round(report[k], 4) for k in KEYS if k in report}, f"training {original_seconds:.1f} s")
-    evaluation = {k: settings["defaults"][k] for k in quality.EVALUATION_KEYS if k in settings.get("defaults", {})}
+    evaluation = {k: settings["defaults"][k] for k in quality.AUTO_SCENARIO_KEYS if k in settings.get("defaults", {})}
     with tempfile.TemporaryDirectory() as out:
         common = {**quality.COMMON, "output_dir": out, "seed": seed, "remove_unused_columns": False}
         trainer = ScrubTrainer(
@@ -74,7 +81,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         report = quality.evaluate(trainer, splits, raw.forget_classes, seed, None)
     print("auto", {k: round(report[k], 4) for k in KEYS if k in report}, f"unlearning {seconds:.1f} s")
-    print(f"target {trainer.goal.target.kind}; {trainer.stopped_because}")
+    print(f"request {trainer.goal.kind.value}; {trainer.stopped_because}; returned epoch {trainer.returned_epoch}")
     for entry in trainer.state.log_history:
         if "scrub_epoch" in entry or "goal_epoch" in entry:
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items() if k != "step"})

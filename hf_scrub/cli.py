@@ -183,7 +183,8 @@ def build_parser(method: str) -> HfArgumentParser:
 
 
 DEFAULT_PRESET = "auto"  # --method scrub with neither --preset nor --schedule
-LLM_PRESET = "llm"  # the same for a causal LM (the goal-driven schedule is for classifiers)
+LLM_DEFAULT_PRESET = "llm_auto"  # the same for a causal LM (with LoRA)
+LLM_PRESET = "llm"  # the paper-style fixed schedule for causal LMs, whose optimiser settings the LLM baselines take
 
 
 def llm_baseline_defaults(method: str) -> dict[str, Any]:
@@ -228,7 +229,7 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, Any]:
     if method == "scrub" and preset is None and "schedule" not in file_values:
         # A user without an oracle or a sweep gets the schedule that adapts to their model (docs/design.md §18);
         # the paper's fixed recipe is one flag away: --schedule fixed, or one of its presets.
-        preset = LLM_PRESET if causal_lm else DEFAULT_PRESET
+        preset = LLM_DEFAULT_PRESET if causal_lm else DEFAULT_PRESET
     if method not in METHOD_CONFIGS:
         raise ValueError(f"Unknown --method {method!r}; choose one of {sorted(METHOD_CONFIGS)}.")
     if preset and method != "scrub":

@@ -47,6 +47,13 @@ def label_values(dataset: Dataset, label_column: str) -> np.ndarray:
     return np.asarray(dataset.select_columns([label_column]).with_format("numpy")[label_column])
 
 
+def dataset_labels(dataset: Any) -> np.ndarray:
+    """The integer labels of a forget / retain set, read without running its transform where possible."""
+    if isinstance(dataset, Dataset) and label_column_of(dataset) is not None:
+        return label_values(dataset, label_column_of(dataset))
+    return np.array([int(dataset[i]["labels"]) for i in range(len(dataset))])
+
+
 def check_label_range(dataset: Any, num_labels: int, name: str) -> None:
     """Raise when a `datasets.Dataset` holds labels the model's head cannot output (label/num_labels mismatch)."""
     if not isinstance(dataset, Dataset):

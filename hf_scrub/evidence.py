@@ -2,7 +2,7 @@
 
 `save_unlearning_report(trainer, output_dir, splits, eval_splits, original)` (also `trainer.save_unlearning_report`)
 evaluates the trained model, assembles `unlearning_results.json` (the original's and the unlearned model's reports,
-what was forgotten, the verdict of `hf_scrub.verdict`, the per-epoch history, the hyperparameters, warnings) and
+what was forgotten, the verdict of `hf_scrub.judge`, the per-epoch history, the hyperparameters, warnings) and
 writes the output folder: model, processor, evaluation card, plot and results, completely or not at all
 (docs/design.md §15). `scripts/scrub.py` calls the same function, adding what only it knows (Retrain column, relearn
 time, resume, wall time).
@@ -25,10 +25,10 @@ from . import __version__
 from .card import write_card
 from .data import UnlearningSplits
 from .evaluation import evaluate_model
+from .judge import verdict as judge_verdict
 from .lm_evaluation import add_comparisons
 from .output import RESULTS_FILE, STAGING_DIR, replace_folder_contents
 from .tasks import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION
-from .verdict import unlearning_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,21 @@ def outcome_warnings(trainer: Any, reports: Mapping[str, Mapping[str, float]]) -
             "keep. Lower learning_rate, or raise gamma / the number of retain epochs."
         )
     return warnings
+
+
+def returned_verdict(trainer: Any) -> dict[str, Any]:
+    """The verdict on the model `train()` returned: the judge's reading of that epoch (`hf_scrub.judge`), the same
+    judgement that stopped the run and chose the epoch, so the two can never disagree."""
+    judgement = trainer.returned_judgement
+    if judgement is None:
+        raise RuntimeError("The unlearning report needs a trained trainer: call trainer.train() first.")
+    stopped_because = trainer.stopped_because
+    last = int(trainer.scrub_history[-1]["scrub_epoch"])
+    if trainer.returned_epoch != last:
+        stopped_because += f"; returned epoch {trainer.returned_epoch}, the best by the judge"
+        if trainer.rewind_epoch is not None:
+            stopped_because += " (SCRUB+R)"
+    return judge_verdict(judgement, stopped_because, trainer.returned_epoch)
 
 
 def _task_of(model: Any) -> str:
@@ -210,10 +225,7 @@ def save_unlearning_report(
     add_comparisons(all_reports)  # a causal LM's PrivLeak, forget quality and perplexity ratio (no-op otherwise)
     source = model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "unknown"
     forget = splits.describe()
-    stopped_because = trainer.stopped_because
-    if trainer.rewind_epoch is not None:
-        stopped_because += f", SCRUB+R returned epoch {trainer.rewind_epoch}"
-    verdict = unlearning_verdict(forget, all_reports["original"], all_reports["unlearned"], stopped_because)
+    verdict = returned_verdict(trainer)
     verdict_warnings = [] if verdict["forget_target_met"] is not False else [f"Not forgotten: {verdict['summary']}"]
     results: dict[str, Any] = {
         "method": method or getattr(trainer, "method_name", type(trainer).__name__),

@@ -52,6 +52,38 @@ def forget_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
     return -kd_distance(student_logits, teacher_logits, temperature)
 
 
+def gated(per_item: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """A per-item (or per-position, ``(B, L - 1)``) loss times each row's gate (``(B,)``): 1 keeps the loss, -1
+    turns it round, 0 gives exactly 0 with exactly zero gradient. The goal-driven schedule's gate on the max-step
+    (docs/design.md §18): a row below its target pushes (SCRUB's max-step), a row past it is pulled back (its
+    negative), a row with nothing to do contributes nothing."""
+    gate = gate.reshape(-1, *[1] * (per_item.dim() - 1))
+    return torch.where(gate != 0, per_item * gate.to(per_item.dtype), torch.zeros_like(per_item))
+
+
+def without_classes(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Float32 logits whose softmax is the original's with ``classes`` removed and the rest renormalised: those
+    classes get the most negative finite logit, so their probability is exactly 0 and ``0 * log 0`` terms stay 0."""
+    masked = logits.float().clone()
+    masked[..., list(classes)] = torch.finfo(torch.float32).min
+    return masked
+
+
+def membership_scores(
+    logits: torch.Tensor, labels: torch.Tensor, forget_classes: list[int] | None = None
+) -> torch.Tensor:
+    """Per example, how *un*-member-like the model finds it, in nats, float32 (higher = less member-like).
+
+    Without ``forget_classes``: the cross-entropy of its own label (the loss an attacker looks at). With them (a
+    class request): ``-log`` of the probability the model gives the forgotten classes together, whatever the row's
+    label: a model that never saw those classes gives them as little on the forget rows as on any other row.
+    """
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    if forget_classes is None:
+        return -log_probs.gather(-1, labels.long().reshape(-1, 1))[:, 0]
+    return -torch.logsumexp(log_probs[:, list(forget_classes)], dim=-1)
+
+
 def retain_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,

@@ -2,10 +2,11 @@
 
 The paper's SCRUB runs max-steps and min-steps through one optimizer with one state. Its retain passes are long
 (the whole retain set), so the momentum a forget pass leaves behind fades early in them. The goal-driven schedule
-bounds a retain pass by the forget pass's length (4-7 steps on the text scenarios), shorter than Adam's first-moment
-memory (~1 / (1 - beta1) = 10 steps): there the forget pass's ascent carried on through the whole retain pass
-(measured on the held-out text scenario: retain error 1 % -> 13 % in a retain pass that followed a forget pass
-whose own side effect had stayed within `DRIFT_LIMIT`). So each phase keeps its own moments and step count:
+makes a retain pass as short as the forget steps it repairs, shorter than Adam's first-moment memory
+(~1 / (1 - beta1) = 10 steps): with one shared state the forget pass's ascent carries on through the retain pass
+(measured with an earlier goal-driven schedule on a fine-tuned MiniLM: retain error 1 % -> 13 % in one retain pass),
+and the two objectives' gradients differ in scale (a max-step's is exactly 0 at the start, docs/design.md §14), so
+one second-moment estimate fits neither. So each phase keeps its own moments and step count:
 `PhaseStates.switch` swaps `optimizer.state` at a phase change, and the state that is set aside travels inside
 `optimizer.state_dict()` (torch's state-dict hooks), so that checkpoints, resuming and the trainer's undo snapshots
 carry both phases' states without knowing about them.

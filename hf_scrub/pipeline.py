@@ -134,8 +134,9 @@ class ScriptArguments:
     preset: str | None = field(
         default=None,
         metadata={
-            "help": "A named SCRUB preset (auto, selective, class, small, transformer); explicit arguments override "
-            "it. Default for --method scrub: auto, unless --schedule is given."
+            "help": "A named SCRUB preset (auto, llm_auto, selective, class, small, transformer, llm); explicit "
+            "arguments override it. Default for --method scrub: auto (llm_auto for a causal LM), unless --schedule is "
+            "given."
         },
     )
     require_target: bool = field(
@@ -473,14 +474,11 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     student = model
     if script_args.method == "retrain":
         student = fresh_model_like(model, config.seed, script_args.retrain_init_from)
-    if trainer_class is ScrubTrainer:  # held-out rows of the training split were seen: no selective goal from them
-        extra_kwargs = {"forget_validation_is_unseen": not splits.test_held_out_from_train}
-    else:
-        extra_kwargs = {}
     try:
         trainer = trainer_class(
             model=student,
-            **extra_kwargs,
+            # held-out rows of the training split were seen: the judge takes no selective target from them
+            forget_validation_is_unseen=not splits.test_held_out_from_train,
             args=config,
             peft_config=lora_config(script_args, task) if script_args.use_peft else None,
             forget_dataset=eval_splits["forget"],

@@ -23,6 +23,7 @@ noise in the gradient, which plain SGD leaves negligible but Adam scales up to s
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -129,12 +130,15 @@ def build_schedule(
     max_retain_examples: int | None = None,
     retain_passes: bool = True,
     retain_warmup_steps: int = 0,
+    interleave: bool = False,
     seed: int = 0,
 ) -> list[OptimizerStep]:
     """The whole SCRUB run as optimizer steps, in order; each pass is shuffled by `shuffled_rows`.
 
     ``retain_warmup_steps`` of the first epoch's retain pass run before its forget pass (the same steps, moved):
     they take the student off the teacher, where a max-step's gradient is exactly zero (module docstring).
+    ``interleave=True`` (the goal-driven schedule) alternates an epoch's forget and retain steps, one of each in turn,
+    instead of one pass after the other: a retain step can then repair what the forget step before it did.
 
     Each retain pass visits ``retain_fraction`` of the retain set, at most ``max_retain_examples`` of it (a fresh
     random subset per epoch). With ``retain_passes=False`` only the forget passes are made (gradient ascent
@@ -164,9 +168,14 @@ def build_schedule(
             steps += retain_steps[:warmup]
             retain_steps = retain_steps[warmup:]
             order = shuffled_rows(num_forget, seed, epoch)
-            steps += _phase_steps(
+            forget_steps = _phase_steps(
                 epoch, Phase.FORGET, order, forget_batch_size, gradient_accumulation_steps, num_processes
             )
+            if interleave:
+                pairs = itertools.zip_longest(forget_steps, retain_steps)
+                steps += [step for pair in pairs for step in pair if step is not None]
+                continue
+            steps += forget_steps
         steps += retain_steps
     return steps
 

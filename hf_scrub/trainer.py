@@ -4,10 +4,10 @@ Where things are:
 - the losses: `hf_scrub.losses` (pure functions), applied per phase in `ScrubTrainer.unlearning_loss`;
 - the epoch schedule: `hf_scrub.schedule.build_schedule` (forget pass of max-steps, then retain pass of min-steps,
   while epoch <= forget_epochs; min-only afterwards); with `schedule="auto"` the goal-driven rules of
-  `hf_scrub.goal` (step sizes, which forget passes apply, when to stop);
+  `hf_scrub.goal` (the per-row gate, step sizes by backtracking, when to stop) judged by `hf_scrub.judge`;
 - the teacher: `hf_scrub.teacher.build_teacher`, copied in `setup_original`, placed by accelerate in
   `place_teachers`;
-- the Trainer plumbing shared with the baselines (schedule feeding, weighting, history, rewind):
+- the Trainer plumbing shared with the baselines (schedule feeding, weighting, history, judge, best epoch):
   `hf_scrub.unlearning_trainer.UnlearningTrainer`.
 """
 
@@ -19,17 +19,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import datasets
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import ScrubConfig
-from .data import label_column_of, label_values
-from .goal import PROBE_EXAMPLES, GoalController, target_for
-from .lm_losses import next_token_mask, token_forget_loss, token_retain_loss
-from .losses import forget_loss, kd_distance, retain_loss
+from .goal import AutoSchedule
+from .judge import RETAIN_TOLERANCE, Evidence, Judgement, Kind, matched_quantiles
+from .lm_losses import next_token_mask, sequence_log_likelihood, token_forget_loss, token_retain_loss
+from .losses import (
+    cross_entropy_per_item,
+    forget_loss,
+    gated,
+    kd_distance,
+    membership_scores,
+    retain_loss,
+    without_classes,
+)
 from .phase_state import PhaseStates
 from .rewind import load_whole_state
 from .schedule import OptimizerStep, Phase, build_schedule
@@ -37,13 +44,6 @@ from .teacher import build_teacher
 from .unlearning_trainer import Tags, UnlearningTrainer
 
 logger = logging.getLogger(__name__)
-
-
-def _labels(dataset: Any) -> np.ndarray:
-    """The integer labels of a forget / retain set, read without running its transform where possible."""
-    if isinstance(dataset, datasets.Dataset) and label_column_of(dataset) is not None:
-        return label_values(dataset, label_column_of(dataset))
-    return np.array([int(dataset[i]["labels"]) for i in range(len(dataset))])
 
 
 def _on_cpu(state: Any) -> Any:
@@ -57,24 +57,25 @@ def _on_cpu(state: Any) -> Any:
     return state
 
 
+def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 @contextmanager
-def batch_statistics(model: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout), except that BatchNorm layers normalise with the batch's own statistics; their running
-    averages, and every other buffer, are left exactly as they were."""
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    saved = [(module.momentum, module.num_batches_tracked.clone()) for module in norms if module.track_running_stats]
-    was_training = model.training
-    model.eval()
+def running_statistics_frozen(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise as their mode says, but their running averages (and `num_batches_tracked`) are left
+    exactly as they were: a goal-driven forget batch holds forget rows only, and its statistics would pull the
+    averages towards a distribution a model that never saw those rows does not know."""
+    norms = _batch_norms(model)
+    saved = [(module.momentum, module.num_batches_tracked.clone()) for module in norms]
     try:
         for module in norms:
-            module.train()
             module.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
         yield
     finally:
-        for module, (momentum, tracked) in zip((m for m in norms if m.track_running_stats), saved, strict=True):
+        for module, (momentum, tracked) in zip(norms, saved, strict=True):
             module.momentum = momentum
             module.num_batches_tracked.copy_(tracked)
-        model.train(was_training)
 
 
 def check_deterministic(dataset: Any, name: str) -> None:
@@ -91,13 +92,7 @@ def check_deterministic(dataset: Any, name: str) -> None:
 
 
 def check_causal_lm_settings(args: ScrubConfig) -> None:
-    """What SCRUB on a causal LM does not offer (yet), refused with the alternative (docs/design.md §19)."""
-    if args.schedule == "auto":
-        raise ValueError(
-            "schedule='auto' is not available for causal language models yet: its targets are per-example "
-            "class errors. Use schedule='fixed', e.g. ScrubConfig.from_preset('llm') (--preset llm, the CLI's "
-            "default for causal LMs)."
-        )
+    """What SCRUB on a causal LM does not offer, refused with the alternative (docs/design.md §19)."""
     if args.cache_teacher_outputs:
         raise ValueError(
             "cache_teacher_outputs=True would hold the teacher's logits for every token of every example "
@@ -119,14 +114,10 @@ class ScrubTrainer(UnlearningTrainer):
         teacher_model: the frozen original model. `None` means a frozen copy of `model` as it is now, or, for a peft
             model with untrained adapters, the same model with its adapters disabled (no second copy).
         forget_validation_dataset: held-out examples from the forget set's distribution (e.g. test examples of the
-            forgotten classes): its error is recorded every epoch, and SCRUB+R (`args.rewind`) needs it; with
-            `args.schedule="auto"` it is the reference the forget target comes from.
-        forget_validation_is_unseen: False when the forget-validation examples were part of the original model's
-            training data (e.g. held out of the training split afterwards): they then cannot tell what unseen data
-            looks like, and the goal-driven schedule does not take a selective target from them.
-        peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`): wrap `model` with fresh adapters and train only them;
-            the teacher is then the same model with adapters disabled.
-        eval_dataset, data_collator, processing_class, **kwargs: as for `transformers.Trainer`.
+            forgotten classes): the judge's reference (`hf_scrub.judge`); SCRUB+R (`args.rewind`) needs it, and with
+            `args.schedule="auto"` the forget rows' per-row targets come from it.
+        forget_validation_is_unseen, peft_config, eval_dataset, data_collator, processing_class, **kwargs: see
+            `UnlearningTrainer` and `transformers.Trainer`.
     """
 
     config_class = ScrubConfig
@@ -141,41 +132,32 @@ class ScrubTrainer(UnlearningTrainer):
         forget_dataset: Any,
         retain_dataset: Any,
         teacher_model: nn.Module | None = None,
-        forget_validation_is_unseen: bool = True,
         **kwargs: Any,
     ) -> None:
         self._given_teacher = teacher_model
         self._memoise_teacher = False
         self._teacher_memo: dict[Phase, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.goal: AutoSchedule | None = None
         super().__init__(model, args, forget_dataset, retain_dataset, **kwargs)
-        self.goal: GoalController | None = None
         if self.token_level:
             check_causal_lm_settings(args)
         if args.schedule == "auto":
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 raise ValueError(
-                    "schedule='auto' is not available under DeepSpeed or FSDP yet (its per-step decisions are not "
-                    "verified there). Use schedule='fixed' (e.g. --preset transformer) for sharded runs."
+                    "schedule='auto' is not available under DeepSpeed or FSDP yet (its per-step undo copies whole "
+                    "weights, which sharded runs do not hold). Use schedule='fixed' (e.g. --preset transformer)."
                 )
-            validation = self.forget_validation_dataset
-            forget_labels, retain_labels = _labels(forget_dataset), _labels(retain_dataset)
-            target = target_for(
-                forget_labels,
-                retain_labels,
-                0 if validation is None else len(validation),
-                forget_validation_is_unseen,
-            )
-            num_classes = self.teacher.num_outputs or len(set(forget_labels) | set(retain_labels))
-            self.goal = GoalController(target, int(args.num_train_epochs), args.forget_epochs, num_classes)
-            # The weights and optimizer state from before the current forget pass, on CPU: a pass that broke the
-            # model is undone (hf_scrub.goal).
-            self._pass_snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
-            self._forget_counts = torch.zeros(2, device=self.accelerator.device)
+            self.goal = AutoSchedule(self.request_kind, int(args.num_train_epochs), args.forget_epochs)
+            self._gate_targets: torch.Tensor | None = None  # per forget row, set at every epoch end (None: ungated)
+            self._class_reference: np.ndarray | None = None  # a class request's reference scores (epoch 0)
+            self._open_rows = torch.zeros((), device=self.accelerator.device)
             self._step_snapshot: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
-            self._probe_inputs: dict[str, torch.Tensor] | None = None
+            self._probe: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+            self._probe_last: tuple[float, float] | None = None  # (accuracy, objective) after the last kept step
             self._phase_states: PhaseStates | None = None
-            self._probe_reference: torch.Tensor | None = None  # probe logits at the current forget pass's start
-            logger.info("Goal-driven schedule: %s target, budget %d epochs", target.kind, int(args.num_train_epochs))
+            logger.info(
+                "Goal-driven schedule: %s request, at most %d epochs", self.goal.kind.value, self.goal.budget_epochs
+            )
 
     def setup_original(self, model: nn.Module, args: ScrubConfig, num_labels: int | None) -> None:
         self.teacher = build_teacher(model, self._given_teacher)
@@ -212,6 +194,7 @@ class ScrubTrainer(UnlearningTrainer):
             retain_fraction=args.retain_fraction,
             max_retain_examples=max_retain,
             retain_warmup_steps=self.retain_warmup_steps,
+            interleave=self.goal is not None,
             seed=self.schedule_seed,
         )
 
@@ -228,20 +211,14 @@ class ScrubTrainer(UnlearningTrainer):
     def adapts_learning_rate(self) -> bool:
         return self.goal is not None
 
+    @property
+    def keeps_best_epoch(self) -> bool:
+        """SCRUB+R and the goal-driven schedule return the best epoch by the judge; with no unseen reference the
+        judge cannot rank forgetting, so the last epoch is returned."""
+        return (self.args.rewind or self.goal is not None) and self.request_kind is not Kind.NONE
+
     def lr_scale(self, step: OptimizerStep) -> float:
         return 1.0 if self.goal is None else self.goal.lr_scale(step.phase is Phase.FORGET)
-
-    def before_optimizer_step(self, step: OptimizerStep) -> None:
-        """Keep the state from before an applied forget step: a step that moves the retain probe too far is
-        reverted (hf_scrub.goal, `DRIFT_LIMIT`), BatchNorm statistics included: this runs before its forward."""
-        if self.goal is None:
-            return
-        self._phase_states.switch(step.phase.value)
-        if step.phase is not Phase.FORGET or not self.goal.forget_steps_apply:
-            return
-        self._step_snapshot = self._snapshot()
-        if self._probe_reference is None:  # the pass's first applied step: its side effects are measured from here
-            self._probe_reference = self._probe_logits()
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; under the goal-driven schedule with one state per phase (hf_scrub.phase_state),
@@ -251,70 +228,128 @@ class ScrubTrainer(UnlearningTrainer):
             self._phase_states = PhaseStates(getattr(optimizer, "optimizer", optimizer))
         return optimizer
 
-    def after_optimizer_step(self, step: OptimizerStep) -> None:
+    def _applies(self, step: OptimizerStep) -> bool:
+        return self.goal.forget_steps_apply if step.phase is Phase.FORGET else self.goal.retain_steps_apply
+
+    def before_optimizer_step(self, step: OptimizerStep) -> None:
+        """Before an applied step's first forward: keep the weights, buffers and optimizer state for its undo. A
+        forget pass's first step first reads the probe: the pass only starts inside the retain tolerance."""
         if self.goal is None:
             return
-        if step.phase is Phase.RETAIN:
-            # Repairing what this epoch's forget pass did (none: a warm-up or repair-only epoch runs in full).
-            if self._probe_reference is not None and self.goal.retain_steps_apply:
-                self.goal.after_retain_step(self._probe_drift())
+        self._phase_states.switch(step.phase.value)
+        if step.phase is Phase.FORGET and self._applies(step) and not self.goal.epoch.forget_started:
+            accuracy, _ = self._probe_last = self._probe_measure()
+            self.goal.start_forget_pass(self._within_retain(accuracy), self._damaged(accuracy))
+            self.refresh_learning_rate()  # a pass that does not start: this step's rate is 0
+        if not self._applies(step):
+            self._step_snapshot = None
             return
-        counts = self._forget_counts
-        if self.accelerator.num_processes > 1:
-            counts = self.accelerator.reduce(counts, reduction="sum")
-        wrong, seen = counts.tolist()
-        drift = self._probe_drift() if self.goal.forget_steps_apply else None
-        if self.goal.after_forget_step(wrong, int(seen), drift):
-            self._restore(self._step_snapshot)
-        self._step_snapshot = None
-        self._forget_counts.zero_()
+        if step.phase is Phase.RETAIN and not self.goal.warmup and self._probe_last is None:
+            self._probe_last = self._probe_measure()  # a repair epoch's first step is tested against this
+        self._open_rows.zero_()
+        self._step_snapshot = self._snapshot()
 
-    def _probe_drift(self) -> float:
-        """The probe's distance (``d`` at temperature 1, nats, mean over the probe) from the current forget pass's
-        start."""
-        drift = kd_distance(self._probe_logits(), self._probe_reference, 1.0).mean()
-        if self.accelerator.num_processes > 1:  # the same probe everywhere: one decision for every rank
-            drift = self.accelerator.reduce(drift, reduction="mean")
-        return float(drift)
+    def after_optimizer_step(self, step: OptimizerStep) -> None:
+        """Test the step just made (`hf_scrub.goal`): undo it when the goal rules say so."""
+        if self.goal is None or self._step_snapshot is None:
+            return
+        before = self._probe_last
+        if step.phase is Phase.FORGET:
+            open_rows = self._open_rows
+            if self.accelerator.num_processes > 1:
+                open_rows = self.accelerator.reduce(open_rows, reduction="sum")
+            open_rows = int(open_rows.item())
+            if open_rows:
+                self._probe_last = self._probe_measure()
+            accuracy = self._probe_last[0]
+            undo = self.goal.after_forget_step(open_rows, self._within_retain(accuracy), self._damaged(accuracy))
+            logger.debug("forget step %d: %d rows open", self.state.global_step, open_rows)
+        elif self.goal.warmup:
+            undo = self.goal.after_retain_step(improved=True, damaged=False)
+            self._probe_last = None  # the warm-up moved the model: the forget pass reads the probe afresh
+        else:
+            accuracy, objective = self._probe_last = self._probe_measure()
+            undo = self.goal.after_retain_step(improved=objective < before[1], damaged=self._damaged(accuracy))
+        if undo:
+            self._restore(self._step_snapshot)
+            self._probe_last = before
+        logger.debug(
+            "step %d (%s, epoch %d): probe %s -> %s, %s; forget scale %.3g, retain scale %.3g",
+            self.state.global_step,
+            step.phase.name.lower(),
+            step.epoch,
+            before,
+            self._probe_last,
+            "undone" if undo else "kept",
+            self.goal.forget_scale,
+            self.goal.retain_scale,
+        )
+        self._step_snapshot = None
+
+    def _damaged(self, probe_accuracy: float) -> bool:
+        """The judge's retain rows read below the original: a retain step has something to repair."""
+        return probe_accuracy < self.judge.original_retain_accuracy - 1e-12
+
+    def _within_retain(self, probe_accuracy: float) -> bool:
+        """The judge's retain test (`hf_scrub.judge.RETAIN_TOLERANCE`) on the probe, which is the judge's retain
+        sample: a step kept by this test leaves the verdict's retain side where the test says."""
+        return probe_accuracy >= self.judge.original_retain_accuracy - RETAIN_TOLERANCE - 1e-12
+
+    def _min_step_teacher(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """The teacher a min-step distils from. Goal-driven class requests: the original's distribution with the
+        forgotten classes removed and renormalised, what a model that never saw them predicts (docs/design.md §18);
+        distilling the whole original on retain rows teaches the classes' logits back. Otherwise the original."""
+        if self.goal is None or self.forget_classes is None:
+            return teacher_logits
+        return without_classes(teacher_logits, self.forget_classes)
+
+    def _scored(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items a loss is taken on, as (logits rows, targets): a classifier's examples, a causal LM's
+        loss-carrying next-token positions."""
+        if not self.token_level:
+            return logits, labels
+        mask = next_token_mask(labels)
+        return logits[:, :-1][mask], labels[:, 1:][mask]
 
     @torch.no_grad()
-    def _probe_logits(self) -> torch.Tensor:
-        """The student's logits on a fixed probe of `PROBE_EXAMPLES` retain examples, without dropout and with
-        normalisation layers on the probe's own batch statistics: during a forget pass BatchNorm's running averages
-        carry the forget batches' statistics (the retain pass re-estimates them), which would hide what the weights
-        did. The forget step's side effect is the distance of these logits from the pass's start."""
-        if self._probe_inputs is None:
-            retain = self._drop_unused_columns(self.train_dataset, "retain")
-            rows = np.random.default_rng(self.args.seed).permutation(len(retain))[:PROBE_EXAMPLES]
-            batch = self._prepare_inputs(self.data_collator([retain[int(row)] for row in rows]))
-            self._probe_inputs = {key: value for key, value in batch.items() if key != "labels"}
-        with batch_statistics(self.model):
-            return self.model(**self._probe_inputs).logits.float()
+    def _probe_measure(self) -> tuple[float, float]:
+        """(accuracy, SCRUB's min-step objective ``gamma * CE + alpha * d``) of the student, per item, on the judge's
+        retain rows (`judge_retain_rows`: the probe), in eval mode as the judge reads them. The same probe and
+        teacher outputs on every process."""
+        args: ScrubConfig = self.args
+        if self._probe is None:
+            self._probe = self._build_probe()
+        totals = torch.zeros(3, device=self.accelerator.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for inputs, labels, teacher_rows, targets in self._probe:
+                rows, _ = self._scored(self.model(**inputs).logits, labels)
+                ce = cross_entropy_per_item(rows, targets)
+                objective = args.gamma * ce + args.alpha * kd_distance(rows, teacher_rows, args.kd_temperature)
+                correct = (rows.argmax(-1) == targets).sum().float()
+                totals += torch.stack([correct, objective.sum(), ce.new_tensor(len(targets))])
+        finally:
+            self.model.train(was_training)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="mean")
+        correct, objective, items = totals.tolist()
+        return correct / items, objective / items
 
-    def after_epoch(self, epoch: int, entry: dict[str, float], log: bool = True) -> bool:
-        if self.goal is None:
-            return False
-        stop = self.goal.after_epoch(
-            epoch,
-            forget_error=entry["forget_error"],
-            reference_error=entry.get("forget_validation_error"),
-            retain_error=entry["retain_error"],
-            original_retain=self.scrub_history[0]["retain_error"],  # epoch 0: logged before this call
-        )
-        if log:
-            decision = self.goal.state.history[-1]
-            self.log({f"goal_{key}": float(value) for key, value in decision.items() if key not in ("status", "aim")})
-            if self.goal.state.undo_pass:
-                self._undo_forget_pass(epoch)
-            self._snapshot_before_pass(stop)
-        return stop
-
-    def _snapshot_before_pass(self, stop: bool) -> None:
-        """Keep the weights and optimizer state (on CPU) when the next epoch has a forget pass, for its undo."""
-        self._pass_snapshot = None
-        self._probe_reference = None  # the next forget pass measures its side effects from its own start
-        if not stop and self.goal.state.forget_pass_open:
-            self._pass_snapshot = self._snapshot()
+    def _build_probe(self) -> list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The judge's retain rows, batched, with the teacher's outputs on them (computed once: the teacher is frozen;
+        for a class request without the forgotten classes, as the min-steps see it)."""
+        retain = self._drop_unused_columns(self.train_dataset, "retain")
+        rows = [retain[row] for row in self.judge_retain_rows]
+        probe, size = [], self.args.per_device_eval_batch_size
+        for start in range(0, len(rows), size):
+            inputs = dict(self._prepare_inputs(self.data_collator(rows[start : start + size])))
+            labels = inputs.pop("labels")
+            teacher_rows, targets = self._scored(
+                self._min_step_teacher(self.teacher.logits(self.model, inputs)), labels
+            )
+            probe.append((inputs, labels, teacher_rows, targets))
+        return probe
 
     def _snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The trainable weights, buffers and optimizer state, copied to CPU."""
@@ -327,76 +362,97 @@ class ScrubTrainer(UnlearningTrainer):
         if optimizer_state:
             self.optimizer.load_state_dict(optimizer_state)
 
-    def _undo_forget_pass(self, epoch: int) -> None:
-        """Restore the weights and optimizer state from before this epoch's forget pass, and record the epoch again
-        with the errors of the model it now is (the previous epoch's), so that the history, SCRUB+R and a resumed
-        run see the model that is kept. The goal's log entry keeps the broken pass's retain error."""
-        self._restore(self._pass_snapshot)
-        kept = {key: value for key, value in self.scrub_history[-2].items() if key.endswith("_error")}
-        self.log({"scrub_epoch": epoch, **kept})
-        logger.warning("Goal-driven schedule: epoch %d's forget pass broke the model; undone, redone smaller.", epoch)
+    def after_epoch(self, epoch: int, judgement: Judgement, evidence: Evidence) -> bool:
+        if self.goal is None:
+            return False
+        if self.goal.kind is not Kind.NONE:
+            # Each forget row's target for the next epoch: the reference's score at the row's own quantile among the
+            # forget rows now (hf_scrub.judge.matched_quantiles). The reference: the original's scores on unseen
+            # rows; for a class request the original's on its retain rows, the classes it keeps.
+            if self._class_reference is None:
+                self._class_reference = evidence.retain_scores
+            reference = self.judge.reference_scores if self.goal.kind is Kind.DISTRIBUTION else self._class_reference
+            targets = matched_quantiles(evidence.forget_scores, reference)
+            self._set_gate_targets(targets)
+            self.state.log_history.append({"gate_targets": targets.tolist(), "gate_epoch": epoch})
+        stop = self.goal.after_epoch(epoch, judgement)
+        self.log({f"goal_{key}": value for key, value in self.goal.history[-1].items()})
+        self._probe_last = None  # the next epoch's tests start from the model it begins with
+        return stop
+
+    def _set_gate_targets(self, targets: Any) -> None:
+        self._gate_targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32, device=self.accelerator.device)
 
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
-        """Replay the epoch decisions of the epochs before the checkpoint (an undone pass as undone), and restore the
-        forget step size and its ceiling they logged."""
+        """A resumed run: the gate's targets and the step sizes logged before the checkpoint (an epoch interrupted
+        mid-way restarts its tests from its step sizes at its start)."""
         if self.goal is None:
             return
-        undone = {int(entry["goal_epoch"]) for entry in self.state.log_history if entry.get("goal_undo_pass")}
-        for entry in history:
-            epoch = int(entry["scrub_epoch"])
-            if epoch in undone:
-                self.goal.replay_undo(epoch)
-            else:
-                self.after_epoch(epoch, entry, log=False)
+        targets = [entry["gate_targets"] for entry in self.state.log_history if "gate_targets" in entry]
+        if targets:
+            self._set_gate_targets(targets[-1])
         logged = [entry for entry in self.state.log_history if "goal_forget_scale" in entry]
-        if logged:  # the forget scale and its ceiling move inside forget passes; the replay above rebuilt the rest
-            self.goal.state.forget_scale = logged[-1]["goal_forget_scale"]
-            self.goal.state.scale_ceiling = logged[-1].get("goal_scale_ceiling", self.goal.state.scale_ceiling)
-        # A checkpoint saved mid-epoch resumes inside a pass: an undo then returns to the checkpoint, not the start.
-        self._snapshot_before_pass(self.goal.state.stopped_because is not None)
+        self.goal.restore({key[len("goal_") :]: value for key, value in logged[-1].items() if key.startswith("goal_")})
         self.refresh_learning_rate()
 
     @property
     def stopped_because(self) -> str:
-        if self.goal is None or self.goal.state.stopped_because is None:
+        if self.goal is None or self.goal.stopped_because is None:
             return super().stopped_because
-        return f"goal-driven schedule: {self.goal.state.stopped_because}"
+        return f"goal-driven schedule: {self.goal.stopped_because}"
+
+    # ---- the losses ----------------------------------------------------------------------------------------
 
     def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
-        """Max-step (``-d``) on forget batches, min-step (``gamma * CE + alpha * d``) on retain batches."""
+        """Max-step (``-d``) on forget batches, min-step (``gamma * CE + alpha * d``) on retain batches. Under the
+        goal-driven schedule each forget row's max-step is gated (`_gate`)."""
         args: ScrubConfig = self.args
-        if self.goal is not None and not (
-            self.goal.forget_steps_apply if tags.phase is Phase.FORGET else self.goal.retain_steps_apply
-        ):
+        forget = tags.phase is Phase.FORGET
+        if self.goal is not None and not (self.goal.forget_steps_apply if forget else self.goal.retain_steps_apply):
             return self._skipped_step(model, inputs, tags)
+        gate = tags.real.float()
+        if forget and self.goal is not None:
+            gate = self._gate(model, inputs, tags)
+            self._open_rows += (gate != 0).sum()
+            if not gate.any() and self.accelerator.num_processes == 1:
+                return self._skipped_step(model, inputs, tags)  # nothing to push: no forward needed
         teacher_logits = tags.teacher_logits
         if teacher_logits is None:
             teacher_logits = self._teacher_logits(model, inputs, tags)
-        if tags.phase is Phase.FORGET and self.goal is not None:
-            self._count_forget_errors(model, inputs, tags)
-        outputs = model(**inputs)
+        if forget and self.goal is not None:
+            with running_statistics_frozen(model):
+                outputs = model(**inputs)
+        else:
+            outputs = model(**inputs)
         if self.token_level:
-            return self._token_loss(outputs, teacher_logits, tags), outputs
-        if tags.phase is Phase.FORGET:
-            per_item = forget_loss(outputs.logits, teacher_logits, args.kd_temperature)
-            self.record_metric("forget_kl", -per_item, tags.real)
+            return self._token_loss(outputs, teacher_logits, tags, gate), outputs
+        if forget:
+            per_item = gated(forget_loss(outputs.logits, teacher_logits, args.kd_temperature), gate)
+            self.record_metric(
+                "forget_kl", kd_distance(outputs.logits, teacher_logits, args.kd_temperature), gate != 0
+            )
         else:
             per_item, ce, distance = retain_loss(
-                outputs.logits, teacher_logits, tags.labels, args.kd_temperature, args.gamma, args.alpha
+                outputs.logits,
+                self._min_step_teacher(teacher_logits),
+                tags.labels,
+                args.kd_temperature,
+                args.gamma,
+                args.alpha,
             )
             self.record_metric("retain_kl", distance, tags.real)
             self.record_metric("retain_ce", ce, tags.real)
         return per_item, outputs
 
-    def _token_loss(self, outputs: Any, teacher_logits: torch.Tensor, tags: Tags) -> torch.Tensor:
+    def _token_loss(self, outputs: Any, teacher_logits: torch.Tensor, tags: Tags, gate: torch.Tensor) -> torch.Tensor:
         """The causal-LM form: per next-token position, zero where the label is -100 (hf_scrub.lm_losses)."""
         args: ScrubConfig = self.args
         chunk = args.token_chunk_size
-        counted = next_token_mask(tags.labels) & tags.real[:, None]
         if tags.phase is Phase.FORGET:
-            per_token = token_forget_loss(outputs.logits, teacher_logits, tags.labels, args.kd_temperature, chunk)
-            self.record_metric("forget_kl", -per_token, counted)
-            return per_token
+            distance = -token_forget_loss(outputs.logits, teacher_logits, tags.labels, args.kd_temperature, chunk)
+            self.record_metric("forget_kl", distance, next_token_mask(tags.labels) & (gate != 0)[:, None])
+            return gated(-distance, gate)
+        counted = next_token_mask(tags.labels) & tags.real[:, None]
         per_token, ce, distance = token_retain_loss(
             outputs.logits, teacher_logits, tags.labels, args.kd_temperature, args.gamma, args.alpha, chunk
         )
@@ -405,23 +461,33 @@ class ScrubTrainer(UnlearningTrainer):
         return per_token
 
     @torch.no_grad()
-    def _count_forget_errors(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> None:
-        """The range test's signal: how many of the batch the student (eval mode, before this step) gets wrong."""
+    def _gate(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> torch.Tensor:
+        """Each forget row's gate (`hf_scrub.losses.gated`), from its membership score under the student (eval mode,
+        before this step) against its target: 1 (push, SCRUB's max-step) while the row is more member-like than the
+        matched unseen row, 0 from there on (and for padding rows). With no reference (no targets) every row pushes,
+        as in the paper's SCRUB."""
+        if self._gate_targets is None:
+            return tags.real.float()
         model.eval()
         try:
-            predictions = model(**inputs).logits.argmax(-1)
+            logits = model(**inputs).logits
         finally:
             model.train()
-        wrong = (predictions != tags.labels) & tags.real
-        self._forget_counts += torch.stack([wrong.sum(), tags.real.sum()]).to(self._forget_counts)
+        if self.token_level:
+            tokens = next_token_mask(tags.labels).sum(-1).clamp(min=1)
+            scores = -sequence_log_likelihood(logits, tags.labels, self.args.token_chunk_size) / tokens
+        else:
+            scores = membership_scores(logits, tags.labels, self.forget_classes)
+        below = scores < self._gate_targets[tags.rows.to(self._gate_targets.device)]
+        return (below & tags.real).float()
 
     def _skipped_step(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
-        """A step the goal rules turned off (a closed forget pass, a retain pass whose repair is done): its learning
-        rate is 0 (`lr_scale`) and it yields no gradient.
+        """A step (or micro-batch) that changes nothing: a closed pass, or a forget batch with no open row. It yields
+        no gradient.
 
         Without a gradient scaler nothing is computed and no parameter gets a gradient, so the optimizer leaves
         every parameter and its state untouched. fp16's `GradScaler` needs gradients to check, so there the step
-        runs with its loss times 0 (at learning rate 0 the weights still do not move).
+        runs with its loss times 0 (its learning rate is 0, or the goal rules undo it).
         """
         if self.accelerator.scaler is None:
             return torch.zeros(len(tags.real), device=tags.real.device, requires_grad=True), None

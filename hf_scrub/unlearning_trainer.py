@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,15 @@ from transformers import ProgressCallback, Trainer, TrainerCallback, TrainerCont
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from .config import UnlearningConfig
-from .data import UnlearningSplits, check_disjoint, check_label_range
-from .evaluation import predict_splits
+from .data import UnlearningSplits, check_disjoint, check_label_range, dataset_labels
+from .evaluation import TokenPredictions, predict_splits
 from .evidence import save_unlearning_report
+from .judge import Evidence, Judge, Judgement, Kind, best_epoch, request_kind
 from .lm_data import loss_token_counts
 from .lm_metrics import token_statistics
+from .losses import membership_scores
 from .progress import PhaseProgressCallback
-from .rewind import choose_rewind_epoch, load_whole_state, whole_state
+from .rewind import load_whole_state, whole_state
 from .schedule import (
     PHASE_KEY,
     ROW_KEY,
@@ -54,6 +57,10 @@ from .tasks import is_causal_lm
 from .teacher import TEACHER_ADAPTER, FrozenAdapterTeacher, wrap_with_adapters
 
 logger = logging.getLogger(__name__)
+
+
+def _subset(dataset: Any, rows: list[int]) -> Any:
+    return dataset.select(rows) if isinstance(dataset, datasets.Dataset) else torch.utils.data.Subset(dataset, rows)
 
 
 @dataclass
@@ -86,6 +93,7 @@ class _EpochCallback(TrainerCallback):
         if not self.trainer.scrub_history:  # a resumed run already has its earlier epochs in the log history
             self.trainer.record_epoch(0)
         else:
+            self.trainer.restore_judgements()
             self.trainer.resume_epochs(self.trainer.scrub_history)
 
     def on_step_begin(
@@ -125,8 +133,7 @@ class _EpochCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         args.max_steps = -1  # set to the schedule's length for the Trainer's loop in get_train_dataloader
-        if args.rewind:
-            self.trainer.rewind()
+        self.trainer.return_best_epoch()
 
 
 class UnlearningTrainer(Trainer):
@@ -138,7 +145,11 @@ class UnlearningTrainer(Trainer):
         forget_dataset: the examples to forget.
         retain_dataset: the examples to keep; also the Trainer's `train_dataset`.
         forget_validation_dataset: held-out examples from the forget set's distribution (e.g. test examples of the
-            forgotten classes): its error is recorded every epoch, and SCRUB+R (`args.rewind`) needs it.
+            forgotten classes): the reference of the judge (`hf_scrub.judge`), recorded every epoch; SCRUB+R
+            (`args.rewind`) needs it.
+        forget_validation_is_unseen: False when the forget-validation examples were part of the original model's
+            training data (e.g. held out of the training split afterwards): they cannot say what unseen data looks
+            like, and the judge then does not judge a selective request by them.
         peft_config: a `peft.PeftConfig` (e.g. `LoraConfig`): wrap `model` with fresh adapters and train only them.
         eval_dataset, data_collator, processing_class, **kwargs: as for `transformers.Trainer`.
     """
@@ -161,6 +172,7 @@ class UnlearningTrainer(Trainer):
         forget_dataset: Any,
         retain_dataset: Any,
         forget_validation_dataset: Any = None,
+        forget_validation_is_unseen: bool = True,
         eval_dataset: Any = None,
         data_collator: Any = None,
         processing_class: Any = None,
@@ -203,7 +215,12 @@ class UnlearningTrainer(Trainer):
         self.setup_original(model, args, num_labels)
         self.forget_dataset = forget_dataset
         self.forget_validation_dataset = forget_validation_dataset
-        self.rewind_epoch: int | None = None
+        self.forget_validation_is_unseen = forget_validation_is_unseen
+        self.rewind_epoch: int | None = None  # SCRUB+R's choice
+        self.returned_epoch: int | None = None  # the epoch whose model `train()` leaves in place
+        self.judge: Judge | None = None  # fixed at epoch 0 (hf_scrub.judge)
+        self.judgements: dict[int, Judgement] = {}
+        self._best: tuple[int, tuple] | None = None  # (epoch, rank) of the best epoch kept on disk
         if self.token_level and kwargs.get("preprocess_logits_for_metrics") is None:
             # Evaluation gathers four numbers per position instead of (B, L, V) logits.
             kwargs["preprocess_logits_for_metrics"] = token_statistics
@@ -251,10 +268,16 @@ class UnlearningTrainer(Trainer):
         """Per-set teacher logits computed before training, or None to compute them in every step."""
         return None
 
-    def after_epoch(self, epoch: int, entry: dict[str, float]) -> bool:
-        """Called with each epoch's recorded errors (epoch 0 = the original); True stops the run there. Default:
-        run every epoch of the schedule."""
+    def after_epoch(self, epoch: int, judgement: Judgement, evidence: Evidence) -> bool:
+        """Called with each epoch's judgement and the evidence it was made from (epoch 0 = the original); True stops
+        the run there. Default: run every epoch of the schedule."""
         return False
+
+    @property
+    def keeps_best_epoch(self) -> bool:
+        """Whether `train()` returns the best epoch by the judge rather than the last (SCRUB+R; the goal-driven
+        schedule)."""
+        return self.args.rewind
 
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
         """Called when a resumed run starts, with the epochs recorded before the checkpoint. Default: nothing."""
@@ -372,32 +395,143 @@ class UnlearningTrainer(Trainer):
         return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
     def _history_datasets(self) -> dict[str, Any]:
-        retain = self.train_dataset
-        size = self.args.history_retain_examples
-        if 0 <= size < len(retain):
-            rows = np.sort(np.random.default_rng(self.args.seed).choice(len(retain), size, replace=False))
-            retain = (
-                retain.select(rows)
-                if isinstance(retain, datasets.Dataset)
-                else torch.utils.data.Subset(retain, rows.tolist())
-            )
-        splits = {"forget": self.forget_dataset, "retain": retain, "forget_validation": self.forget_validation_dataset}
+        splits = {
+            "forget": self.forget_dataset,
+            "retain": _subset(self.train_dataset, self.judge_retain_rows),
+            "forget_validation": self.forget_validation_dataset,
+        }
         return {name: split for name, split in splits.items() if split is not None and len(split) > 0}
 
+    @cached_property
+    def judge_retain_rows(self) -> list[int]:
+        """The fixed seeded sample of retain rows (`history_retain_examples`; -1 or more than there are: all) whose
+        error the history records and whose accuracy the judge reads (the goal-driven schedule's probe)."""
+        size, num_rows = self.args.history_retain_examples, len(self.train_dataset)
+        if not 0 <= size < num_rows:
+            return list(range(num_rows))
+        return np.sort(np.random.default_rng(self.args.seed).choice(num_rows, size, replace=False)).tolist()
+
     def record_epoch(self, epoch: int) -> bool:
-        """Log the forget / retain / forget-validation error of the current model as epoch `epoch`; returns the
-        method's `after_epoch` decision (True: stop here). The SCRUB+R candidate is saved after the decision, which
-        may have restored earlier weights (the goal-driven schedule's undone pass)."""
-        predictions = predict_splits(self, self._history_datasets())
+        """Judge the current model as epoch `epoch` and log its errors and judgement; returns the method's
+        `after_epoch` decision (True: stop here). Epoch 0, the original, fixes the judge. The best epoch so far is
+        kept on disk when the method returns it (`keeps_best_epoch`), after the decision."""
+        datasets_ = self._history_datasets()
+        predictions = predict_splits(self, datasets_)
         entry: dict[str, float] = {"scrub_epoch": epoch}
         for name, split in predictions.items():
             entry[f"{name}_error"] = split.error
-        self.log(entry)
-        stop = self.after_epoch(epoch, entry)
-        if self.args.rewind:
-            self._save_rewind_candidate(epoch)
+        evidence = self.evidence(predictions)
+        if self.judge is None:
+            self.judge = Judge.for_original(self.request_kind, evidence)
+            self.state.log_history.append({"judge_reference": self.judge.to_log()})
+        judgement = self.judge(evidence)
+        self.judgements[epoch] = judgement
+        self.log(entry | judgement.to_log())
+        stop = self.after_epoch(epoch, judgement, evidence)
+        if self.keeps_best_epoch:
+            self._keep_if_best(epoch, judgement)
         self.refresh_learning_rate()
         return stop
+
+    @cached_property
+    def request_kind(self) -> Kind:
+        """What the judge judges this request by (`hf_scrub.judge.request_kind`)."""
+        validation = self.forget_validation_dataset
+        if self.token_level:
+            labels = None, None
+        else:
+            labels = dataset_labels(self.forget_dataset), dataset_labels(self.train_dataset)
+        num_reference = 0 if validation is None else len(validation)
+        return request_kind(*labels, num_reference, self.forget_validation_is_unseen)
+
+    @cached_property
+    def forget_classes(self) -> list[int] | None:
+        """The forgotten classes of a class request (None otherwise): the labels of the forget rows."""
+        if self.token_level or self.request_kind is not Kind.CLASS:
+            return None
+        return sorted(set(map(int, dataset_labels(self.forget_dataset))))
+
+    def evidence(self, predictions: dict[str, Any]) -> Evidence:
+        """What the judge reads of the current model, from the epoch's predictions (`hf_scrub.judge.Evidence`).
+
+        Membership scores: `hf_scrub.losses.membership_scores` of the logits (a class request: the forgotten classes'
+        probability), a causal LM's per-row mean NLL. The retain side: accuracy on the judge's retain rows
+        (`judge_retain_rows`), next-token accuracy for a causal LM.
+        """
+        classes = self.forget_classes
+        scores, recognised = {}, {}
+        for name, split in predictions.items():
+            if isinstance(split, TokenPredictions):
+                scores[name] = split.losses
+                continue
+            logits, labels = torch.from_numpy(split.logits), torch.from_numpy(split.labels)
+            scores[name] = membership_scores(logits, labels, classes).numpy()
+            if classes is not None:
+                recognised[name] = np.isin(split.predictions, classes)
+        retain = predictions["retain"]
+        return Evidence(
+            forget_scores=scores["forget"],
+            retain_accuracy=1.0 - retain.error,
+            num_retain=len(retain.flat()[1]),
+            retain_measure="next-token accuracy" if isinstance(retain, TokenPredictions) else "accuracy",
+            reference_scores=scores.get("forget_validation"),
+            retain_scores=scores["retain"],
+            forget_recognised=recognised.get("forget"),
+            reference_recognised=recognised.get("forget_validation"),
+        )
+
+    def restore_judgements(self) -> None:
+        """A resumed run: the judge and the judgements of the epochs before its checkpoint, from the log history, and
+        the best of them (whose model the earlier run kept on disk, in the same output folder)."""
+        reference = next(entry["judge_reference"] for entry in self.state.log_history if "judge_reference" in entry)
+        self.judge = Judge.restore(reference)
+        self.judgements = {int(entry["scrub_epoch"]): self.judge.from_log(entry) for entry in self.scrub_history}
+        if self.keeps_best_epoch:
+            epochs = sorted(self.judgements)
+            best = epochs[best_epoch([self.judgements[epoch] for epoch in epochs])]
+            self._best = (best, self.judgements[best].rank)
+
+    def _keep_if_best(self, epoch: int, judgement: Judgement) -> None:
+        """Save this epoch's model when the judge ranks it above every earlier one (replacing the earlier file)."""
+        if self._best is not None and judgement.rank >= self._best[1]:
+            return
+        previous = self._best
+        self._save_rewind_candidate(epoch)
+        self._best = (epoch, judgement.rank)
+        if previous is not None and self.is_world_process_zero():
+            (self._rewind_dir / f"epoch-{previous[0]}.safetensors").unlink(missing_ok=True)
+
+    def return_best_epoch(self) -> None:
+        """At the end of training: restore the best epoch by the judge when the method returns it (it differs from
+        the last epoch only then), and record which epoch the model is."""
+        last = int(self.scrub_history[-1]["scrub_epoch"]) if self.scrub_history else 0
+        self.returned_epoch = last
+        if not self.keeps_best_epoch or self._best is None:
+            return
+        chosen = self._best[0]
+        if chosen != last:
+            state = load_file(str(self._rewind_dir / f"epoch-{chosen}.safetensors"))
+            model = self.accelerator.unwrap_model(self.model)
+            unexpected = set(state) - set(model.state_dict())
+            if unexpected:
+                raise RuntimeError(f"Best-epoch candidate does not match the model: keys {sorted(unexpected)[:5]}")
+            load_whole_state(model, state, self._sharding)
+        self.returned_epoch = chosen
+        if self.args.rewind:
+            self.rewind_epoch = chosen
+        if chosen == 0:
+            logger.warning("The best epoch by the judge is epoch 0: the returned model is the original, unchanged.")
+        self.log({"returned_epoch": chosen})
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            shutil.rmtree(self._rewind_dir, ignore_errors=True)
+
+    @property
+    def returned_judgement(self) -> Judgement | None:
+        """The judge's reading of the model `train()` returned (the verdict; None before training)."""
+        if self.returned_epoch is None:
+            return None
+        return self.judgements.get(self.returned_epoch)
 
     @property
     def _rewind_dir(self) -> Path:
@@ -424,27 +558,6 @@ class UnlearningTrainer(Trainer):
             self._rewind_dir.mkdir(parents=True, exist_ok=True)
             save_file(state, str(self._rewind_dir / f"epoch-{epoch}.safetensors"))
         self.accelerator.wait_for_everyone()
-
-    def rewind(self) -> int:
-        """SCRUB+R: restore the epoch whose forget error is closest to the final forget-validation error."""
-        history = self.scrub_history
-        reference = history[-1]["forget_validation_error"]
-        chosen = choose_rewind_epoch([entry["forget_error"] for entry in history], reference)
-        self.rewind_epoch = history[chosen]["scrub_epoch"]
-        if chosen != len(history) - 1:
-            state = load_file(str(self._rewind_dir / f"epoch-{self.rewind_epoch}.safetensors"))
-            model = self.accelerator.unwrap_model(self.model)
-            unexpected = set(state) - set(model.state_dict())
-            if unexpected:
-                raise RuntimeError(f"Rewind candidate does not match the model: keys {sorted(unexpected)[:5]}")
-            load_whole_state(model, state, self._sharding)
-        if self.rewind_epoch == 0:
-            logger.warning("SCRUB+R chose epoch 0: the returned model is the original model, unchanged.")
-        self.log({"rewind_epoch": self.rewind_epoch, "rewind_reference_error": reference})
-        self.accelerator.wait_for_everyone()
-        if self.is_world_process_zero():
-            shutil.rmtree(self._rewind_dir, ignore_errors=True)
-        return self.rewind_epoch
 
     # ---- evidence -------------------------------------------------------------------------------------------
 

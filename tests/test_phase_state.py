@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from hf_scrub.phase_state import STATE_DICT_KEY, PhaseStates
-from hf_scrub.trainer import batch_statistics
+from hf_scrub.trainer import running_statistics_frozen
 
 
 def adam_step(optimizer, param, gradient):
@@ -72,21 +72,21 @@ def _round_trip(state_dict):
     return buffer
 
 
-def test_batch_statistics_normalises_with_the_batch_and_leaves_every_buffer_as_it_was():
+def test_running_statistics_frozen_normalises_with_the_batch_and_leaves_every_buffer_as_it_was():
+    """A goal-driven forget step's forward (train mode): BatchNorm normalises with the batch's statistics, as in
+    training, but its running averages and `num_batches_tracked` stay exactly as they were."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5), nn.Linear(4, 2))
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     model.train()
-    model(torch.randn(32, 4) * 5 + 3)  # running statistics far from the probe's
+    model(torch.randn(32, 4) * 5 + 3)  # running statistics far from the batch's
     buffers = {name: value.clone() for name, value in model.named_buffers()}
-    probe = torch.randn(16, 4)
-    with torch.no_grad(), batch_statistics(model):
-        first, second = model(probe), model(probe)
-        assert not model[2].training  # no dropout: the same probe gives the same logits
-    assert torch.equal(first, second)
+    batch = torch.randn(16, 4)
+    with torch.no_grad(), running_statistics_frozen(model):
+        logits = model(batch)
     assert all(torch.equal(buffers[name], value) for name, value in model.named_buffers())
-    assert model.training and model[1].momentum == 0.1  # modes and momentum restored
-    # Normalised with the probe's own statistics: the batch-statistics computation by hand, not the running one.
-    hidden = model[0](probe)
+    assert model.training and model[1].momentum == 0.1  # mode and momentum as they were
+    hidden = model[0](batch)
     by_hand = (hidden - hidden.mean(0)) / torch.sqrt(hidden.var(0, unbiased=False) + model[1].eps)
-    expected = model[3](by_hand * model[1].weight + model[1].bias)
-    assert torch.allclose(first, expected, atol=1e-5)
+    assert torch.allclose(logits, model[2](by_hand * model[1].weight + model[1].bias), atol=1e-5)
+    model(batch)  # outside the context the averages move again
+    assert not torch.equal(buffers["1.running_mean"], model[1].running_mean)

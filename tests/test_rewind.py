@@ -1,4 +1,4 @@
-"""SCRUB+R and the per-epoch history (issue 3, deliverable 4)."""
+"""SCRUB+R (the best epoch by the judge) and the per-epoch history."""
 
 import datasets
 import pytest
@@ -7,19 +7,7 @@ from conftest import pixel_dataset, scrub_config, tiny_resnet
 from transformers import TrainerCallback
 
 from hf_scrub import ScrubTrainer
-from hf_scrub.rewind import choose_rewind_epoch
-
-
-def test_choose_rewind_epoch_on_constructed_histories():
-    # Reference 0.10: the original model (epoch 0, error 0.1) is the best candidate.
-    assert choose_rewind_epoch([0.1, 0.6, 0.9], 0.1) == 0
-    # Ties go to the earliest epoch (0.3 and 0.5 are both 0.1 away from 0.4; float rounding must not break it).
-    assert choose_rewind_epoch([0.0, 0.3, 0.5, 1.0], 0.4) == 1
-    assert choose_rewind_epoch([0.1, 0.7, 0.3], 0.2) == 0
-    # The last epoch wins when it is closest.
-    assert choose_rewind_epoch([0.0, 0.2, 0.45], 0.5) == 2
-    with pytest.raises(ValueError, match="at least epoch 0"):
-        choose_rewind_epoch([], 0.5)
+from hf_scrub.judge import best_epoch
 
 
 class Snapshots(TrainerCallback):
@@ -69,34 +57,20 @@ def test_history_records_every_epoch_from_the_original_model(tmp_path):
     assert not (tmp_path / "out" / "rewind").exists()
 
 
-def test_rewind_restores_the_chosen_epoch(tmp_path):
-    # A first run (identical training: recording and rewinding consume no randomness) gives the per-epoch forget
-    # errors and the final model. The forget-validation set is then built so that the final model errs on exactly
-    # the share of it that an earlier epoch erred on the forget set: SCRUB+R must go back to that epoch.
-    first, _ = build(tmp_path / "first", rewind=False, forget_validation=pixel_dataset(10, 1))
-    first.train()
-    errors = [entry["forget_error"] for entry in first.scrub_history]
-    target = next(epoch for epoch in range(4) if errors[epoch] != errors[4])
-    rows = pixel_dataset(10, 5)[:]
-    with torch.no_grad():
-        predicted = first.model.eval()(pixel_values=rows["pixel_values"]).logits.argmax(-1)
-    wrong = round(errors[target] * 10)
-    labels = torch.where(torch.arange(10) < wrong, (predicted + 1) % 3, predicted)
-    forget_validation = datasets.Dataset.from_dict(
-        {"pixel_values": rows["pixel_values"].numpy(), "labels": labels.numpy()}
-    ).with_format("torch")
-
-    trainer, snapshots = build(tmp_path / "second", rewind=True, forget_validation=forget_validation)
+def test_rewind_restores_the_best_epoch_by_the_judge(tmp_path):
+    """SCRUB+R returns the epoch the judge ranks best (the same judgement the verdict reports), weights restored
+    exactly, and removes its candidates. At this learning rate the later epochs lose retain accuracy: a real rewind."""
+    trainer, snapshots = build(tmp_path, rewind=True, forget_validation=pixel_dataset(10, 5))
     trainer.train()
-    history = trainer.scrub_history
-    assert [e["forget_error"] for e in history] == errors
-    assert history[-1]["forget_validation_error"] == pytest.approx(errors[target])
-    expected = choose_rewind_epoch(errors, errors[target])
-    assert trainer.rewind_epoch == expected and expected != 4  # a real rewind, not the final model
+    epochs = sorted(trainer.judgements)
+    assert epochs == [0, 1, 2, 3, 4]
+    expected = epochs[best_epoch([trainer.judgements[epoch] for epoch in epochs])]
+    assert trainer.rewind_epoch == trainer.returned_epoch == expected != 4
+    assert trainer.returned_judgement is trainer.judgements[expected]
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(value, snapshots.by_epoch[expected][name]), name
-    assert trainer.state.log_history[-1]["rewind_epoch"] == expected
-    assert not (tmp_path / "second" / "out" / "rewind").exists()  # candidates are removed once the choice is made
+    assert trainer.state.log_history[-1]["returned_epoch"] == expected
+    assert not (tmp_path / "out" / "rewind").exists()  # candidates are removed once the choice is made
 
 
 def test_rewind_needs_a_forget_validation_set(tmp_path):
