@@ -12,8 +12,8 @@ not the benchmark: one seed, no Retrain run.
 from __future__ import annotations
 
 import copy
-import logging
 import json
+import logging
 import sys
 import tempfile
 import time

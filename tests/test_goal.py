@@ -65,7 +65,8 @@ def schedule(kind=Kind.DISTRIBUTION, budget=5, forget_epochs=3):
 def judgement(kind=Kind.DISTRIBUTION, forget_met=False, retain_kept=True, retain_accuracy=None):
     """A real judgement of constructed evidence: forget rows alike / unlike the reference, retain kept or not."""
     reference = np.linspace(0.0, 2.0, 101)
-    judge = Judge(kind, original_retain_accuracy=1.0, reference_scores=reference if kind is Kind.DISTRIBUTION else None)
+    scores_of_reference = reference if kind is Kind.DISTRIBUTION else None
+    judge = Judge(kind, original_retain_accuracy=1.0, reference_scores=scores_of_reference)
     scores = reference if forget_met else reference / 100
     recognised = np.zeros(101, bool) if forget_met else np.ones(101, bool)
     accuracy = retain_accuracy if retain_accuracy is not None else 1.0 if retain_kept else 0.9

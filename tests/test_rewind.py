@@ -1,6 +1,5 @@
 """SCRUB+R (the best epoch by the judge) and the per-epoch history."""
 
-import datasets
 import pytest
 import torch
 from conftest import pixel_dataset, scrub_config, tiny_resnet
