@@ -50,12 +50,14 @@ class AutoSchedule:
     """The goal-driven schedule's state and rules (see the module docstring).
 
     `kind`: the request's `hf_scrub.judge.Kind`; `budget_epochs`: at most this many epochs; `forget_epochs`: with no
-    reference (kind none) the run makes this many epochs of ungated forget steps, then repairs until retain is kept.
+    reference (kind none) the run makes this many epochs of ungated forget steps, then repairs until retain is kept;
+    `symmetric`: the run starts with warm-up min-steps (docs/design.md §14): forget steps wait until one is kept.
     """
 
     kind: Kind
     budget_epochs: int
     forget_epochs: int
+    symmetric: bool = False  # the student is still exactly the teacher: a max-step's gradient is 0 (warm-up first)
     forget_scale: float = 1.0
     retain_scale: float = 1.0
     forget_passes: int = 0  # epochs that kept a forget step
@@ -67,20 +69,17 @@ class AutoSchedule:
 
     @property
     def forget_steps_apply(self) -> bool:
-        return not self.epoch.repair_only and self.stopped_because is None
+        """Whether the next forget step applies: not in a repair epoch, and not while the student is still the
+        teacher (its gradient would be exactly zero, and a step that changes nothing would pass every test)."""
+        return not (self.epoch.repair_only or self.symmetric) and self.stopped_because is None
 
     @property
     def retain_steps_apply(self) -> bool:
-        """Whether the next retain step applies: a warm-up step before the first forget pass (docs/design.md §14)
-        always, any other while there is damage to repair."""
+        """Whether the next retain step applies: a warm-up step while the student is still the teacher
+        (docs/design.md §14), any other while there is damage to repair."""
         if self.stopped_because is not None:
             return False
-        return self.warmup or self.epoch.damaged
-
-    @property
-    def warmup(self) -> bool:
-        """The next retain step comes before this epoch's forget steps (only the first epoch has such steps)."""
-        return not (self.epoch.forget_started or self.epoch.repair_only)
+        return self.symmetric or self.epoch.damaged
 
     def lr_scale(self, forget_step: bool) -> float:
         """The next step's learning-rate multiplier; 0 for a step that does not apply."""
@@ -122,15 +121,16 @@ class AutoSchedule:
         self.forget_scale *= GROWTH
         return False
 
-    def after_retain_step(self, improved: bool, damaged: bool) -> bool:
+    def after_retain_step(self, improved: bool, damaged: bool, within_retain: bool = True) -> bool:
         """A retain step was made; `improved`: it lowered the min-step objective on the judge's retain rows;
-        `damaged`: they still read below the original after it. Returns True when the step must be undone (then the
-        retain size halves). A warm-up step is kept whatever it does."""
-        if self.warmup:
-            return False
-        if not improved:
+        `damaged` / `within_retain`: they read below the original / inside the tolerance after it. Returns True when
+        the step must be undone (then the retain size halves). A repair is kept when it improved; a warm-up step is
+        there to move the student off the teacher, where the max-step's gradient is exactly zero, not to lower the
+        objective: it is kept while inside the tolerance, and then the forget steps may start."""
+        if not (within_retain if self.symmetric else improved):
             self.retain_scale /= GROWTH
             return True
+        self.symmetric = False
         self.epoch.damaged = damaged
         return False
 
@@ -140,6 +140,11 @@ class AutoSchedule:
         """Decide the next epoch from this one's judgement (epoch 0: the original); True stops the run here."""
         state = self.epoch
         damaged = judgement.retain_accuracy < judgement.original_retain_accuracy
+        if epoch == 0 and judgement.goal_reached:
+            self.stopped_because = (
+                "goal reached by the original model: its forget rows already look like unseen rows of their "
+                "distribution, so no step was made"
+            )
         if epoch > 0:
             self.forget_passes += state.forget_kept > 0
             if judgement.goal_reached:
@@ -168,6 +173,7 @@ class AutoSchedule:
             "repair_only": float(self.epoch.repair_only),
             "damaged": float(self.epoch.damaged),
             "forget_passes": float(self.forget_passes),
+            "symmetric": float(self.symmetric),
         }
 
     def restore(self, logged: dict[str, float]) -> None:
@@ -175,4 +181,5 @@ class AutoSchedule:
         self.forget_scale = logged["forget_scale"]
         self.retain_scale = logged["retain_scale"]
         self.forget_passes = int(logged["forget_passes"])
+        self.symmetric = bool(logged["symmetric"])
         self.epoch = PassState(repair_only=bool(logged["repair_only"]), damaged=bool(logged["damaged"]))

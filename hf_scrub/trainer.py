@@ -147,7 +147,9 @@ class ScrubTrainer(UnlearningTrainer):
                     "schedule='auto' is not available under DeepSpeed or FSDP yet (its per-step undo copies whole "
                     "weights, which sharded runs do not hold). Use schedule='fixed' (e.g. --preset transformer)."
                 )
-            self.goal = AutoSchedule(self.request_kind, int(args.num_train_epochs), args.forget_epochs)
+            self.goal = AutoSchedule(
+                self.request_kind, int(args.num_train_epochs), args.forget_epochs, self.retain_warmup_steps > 0
+            )
             self._gate_targets: torch.Tensor | None = None  # per forget row, set at every epoch end (None: ungated)
             self._class_reference: np.ndarray | None = None  # a class request's reference scores (epoch 0)
             self._open_rows = torch.zeros((), device=self.accelerator.device)
@@ -244,8 +246,8 @@ class ScrubTrainer(UnlearningTrainer):
         if not self._applies(step):
             self._step_snapshot = None
             return
-        if step.phase is Phase.RETAIN and not self.goal.warmup and self._probe_last is None:
-            self._probe_last = self._probe_measure()  # a repair epoch's first step is tested against this
+        if step.phase is Phase.RETAIN and self._probe_last is None:
+            self._probe_last = self._probe_measure()  # an epoch's first retain step is tested against this
         self._open_rows.zero_()
         self._step_snapshot = self._snapshot()
 
@@ -264,12 +266,13 @@ class ScrubTrainer(UnlearningTrainer):
             accuracy = self._probe_last[0]
             undo = self.goal.after_forget_step(open_rows, self._within_retain(accuracy), self._damaged(accuracy))
             logger.debug("forget step %d: %d rows open", self.state.global_step, open_rows)
-        elif self.goal.warmup:
-            undo = self.goal.after_retain_step(improved=True, damaged=False)
-            self._probe_last = None  # the warm-up moved the model: the forget pass reads the probe afresh
         else:
             accuracy, objective = self._probe_last = self._probe_measure()
-            undo = self.goal.after_retain_step(improved=objective < before[1], damaged=self._damaged(accuracy))
+            undo = self.goal.after_retain_step(
+                improved=objective < before[1],
+                damaged=self._damaged(accuracy),
+                within_retain=self._within_retain(accuracy),
+            )
         if undo:
             self._restore(self._step_snapshot)
             self._probe_last = before

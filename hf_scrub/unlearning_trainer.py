@@ -91,7 +91,8 @@ class _EpochCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if not self.trainer.scrub_history:  # a resumed run already has its earlier epochs in the log history
-            self.trainer.record_epoch(0)
+            if self.trainer.record_epoch(0):  # the method's goal holds already: no step applies, stop at once
+                control.should_training_stop = True
         else:
             self.trainer.restore_judgements()
             self.trainer.resume_epochs(self.trainer.scrub_history)

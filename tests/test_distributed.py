@@ -74,6 +74,13 @@ def runs(tmp_path_factory):
         "zero3_bf16": (two_process_command(out / "zero3_bf16", (1,)), zero3_env),
         "lm_one": ([sys.executable, str(SCRIPT), "--out", str(out / "lm_one"), "--causal-lm"], env),
         "lm_ddp": (two_process_command(out / "lm_ddp", ACCUMULATION, "--causal-lm"), env),
+        "auto_one": ([sys.executable, str(SCRIPT), "--out", str(out / "auto_one"), "--auto"], env),
+        "auto_ddp": (two_process_command(out / "auto_ddp", (1,), "--auto"), env),
+        "lm_auto_one": (
+            [sys.executable, str(SCRIPT), "--out", str(out / "lm_auto_one"), "--auto", "--causal-lm"],
+            env,
+        ),
+        "lm_auto_ddp": (two_process_command(out / "lm_auto_ddp", (1,), "--auto", "--causal-lm"), env),
         "zero3_cached": (
             two_process_command(out / "zero3_cached", (1,), "--cache-teacher-outputs"),
             {**zero3_env, "ACCELERATE_MIXED_PRECISION": "no"},
@@ -102,8 +109,10 @@ def runs(tmp_path_factory):
     loaded = {("one", 1): load_run(out / "one" / "ga1", 1), ("lm_one", 1): load_run(out / "lm_one" / "ga1", 1)}
     for accumulation in ACCUMULATION:
         loaded[("lm_ddp", accumulation)] = load_run(out / "lm_ddp" / f"ga{accumulation}", 2)
-    for launch in ("zero3_bf16", "zero3_cached"):
+    for launch in ("zero3_bf16", "zero3_cached", "auto_ddp", "lm_auto_ddp"):
         loaded[(launch, 1)] = load_run(out / launch / "ga1", 2)
+    for launch in ("auto_one", "lm_auto_one"):
+        loaded[(launch, 1)] = load_run(out / launch / "ga1", 1)
     for launch in LAUNCHES:
         for accumulation in ACCUMULATION:
             loaded[(launch, accumulation)] = load_run(out / launch / f"ga{accumulation}", 2)
@@ -384,6 +393,27 @@ def test_causal_lm_two_processes_equal_one_process_token_for_token(runs, accumul
     for key in ("forget_answer_probability", "forget_answer_accuracy", "auc_loss", "auc_min_k", "auc_min_k_plus_plus"):
         assert report[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
     assert "auc_zlib" not in report  # no tokenizer in this launch: the text-based scores are left out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["classifier", "causal_lm"])
+def test_goal_driven_two_processes_take_the_decisions_of_one_and_end_with_its_weights(runs, model):
+    """schedule="auto" under DDP: every gate count and probe reading is reduced across ranks, so both ranks keep and
+    undo the same steps as one process does with the same global batch, judge the same epochs, stop at the same one
+    and return the same model."""
+    prefix = "lm_" if model == "causal_lm" else ""
+    (one,), (one_weights,) = runs[(f"{prefix}auto_one", 1)]
+    ranks, weights = runs[(f"{prefix}auto_ddp", 1)]
+    assert ranks[0]["num_processes"] == 2 and ranks[0]["ddp_wrapped"]
+    for rank, rank_weights in zip(ranks, weights, strict=True):
+        assert rank["goal_logs"] == ranks[0]["goal_logs"] and rank["stopped_because"] == one["stopped_because"]
+        assert rank["returned_epoch"] == one["returned_epoch"]
+        assert [e["scrub_epoch"] for e in rank["scrub_history"]] == [e["scrub_epoch"] for e in one["scrub_history"]]
+        for mine, theirs in zip(rank["goal_logs"], one["goal_logs"], strict=True):
+            assert {k: v for k, v in mine.items() if k != "step"} == {k: v for k, v in theirs.items() if k != "step"}
+        for name, value in rank_weights.items():
+            torch.testing.assert_close(value, one_weights[name], rtol=0, atol=1e-6, msg=name)
+    assert one["goal_logs"][0]["goal_forget_scale"] == 1.0 and len(one["goal_logs"]) >= 2  # it ran and decided
 
 
 def test_every_accelerate_config_has_a_usage_header_and_is_checked():

@@ -107,13 +107,24 @@ def test_a_step_with_no_open_row_is_undone_and_changes_no_size():
     assert goal.forget_scale == 1.0 and goal.epoch.forget_kept == 0 and goal.forget_steps_apply
 
 
+def test_a_symmetric_start_waits_for_a_kept_warmup_step():
+    """Student == teacher (fresh LoRA, no dropout): a max-step's gradient is exactly zero, so a forget step would
+    change nothing and pass every test. Forget steps wait until a warm-up min-step has been kept, which it is when it
+    stays inside the retain tolerance, whether or not it lowered the objective (docs/design.md §14)."""
+    goal = AutoSchedule(Kind.DISTRIBUTION, 5, 3, symmetric=True)
+    goal.after_epoch(0, judgement())
+    assert goal.retain_steps_apply and not goal.forget_steps_apply and goal.lr_scale(forget_step=True) == 0.0
+    assert goal.after_retain_step(improved=True, damaged=True, within_retain=False) is True  # too far: undone
+    assert goal.retain_scale == 0.5 and goal.symmetric and goal.retain_steps_apply  # the next one, smaller
+    assert goal.after_retain_step(improved=False, damaged=False, within_retain=True) is False
+    assert not goal.symmetric and goal.forget_steps_apply and not goal.retain_steps_apply
+
+
 def test_retain_steps_run_only_while_there_is_damage_and_backtrack():
     goal = schedule()
     goal.after_epoch(0, judgement())
-    assert goal.warmup and goal.retain_steps_apply  # before the forget pass: a warm-up step (docs/design.md §14) ...
-    assert goal.after_retain_step(improved=False, damaged=False) is False  # ... kept as it is
     goal.start_forget_pass(within_retain=True, damaged=False)
-    assert not goal.warmup and not goal.retain_steps_apply  # no damage: nothing to repair
+    assert not goal.retain_steps_apply  # no damage: nothing to repair
     goal.after_forget_step(16, within_retain=True, damaged=False)
     assert not goal.retain_steps_apply and goal.lr_scale(forget_step=False) == 0.0
     goal.after_forget_step(16, within_retain=True, damaged=True)  # kept at size 2, one retain row lost

@@ -3,6 +3,7 @@
     torchrun --nproc_per_node 2 tests/launch/distributed_scrub.py --out DIR [--gradient-accumulation-steps 1 2]
     python tests/launch/distributed_scrub.py --out DIR          # the same run in one process
     ... --causal-lm                                              # the tiny Llama, token-level SCRUB
+    ... --auto                                                   # the goal-driven schedule (schedule="auto")
 
 Under the environment `accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml` sets, the same
 command runs DeepSpeed ZeRO-3 (on CPU: DeepSpeed's CPU accelerator, gloo).
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the conftest models and datasets
+import datasets  # noqa: E402
 import torch  # noqa: E402
 from conftest import lm_dataset, tiny_bert, tiny_causal_lm, token_dataset  # noqa: E402  (also offline HF env)
 from safetensors.torch import save_file  # noqa: E402
@@ -56,6 +58,7 @@ def run(
     rank: int,
     cache: bool,
     causal_lm: bool = False,
+    auto: bool = False,
 ) -> None:
     slots = world_size * accumulation
     if forget_batch % slots or retain_batch % slots:
@@ -82,15 +85,20 @@ def run(
         disable_tqdm=True,
         seed=0,
         cache_teacher_outputs=cache,
+        # The goal-driven schedule: every step tested on 16 retain rows and undone or kept by all ranks alike.
+        **({"schedule": "auto", "retain_steps_per_forget_step": 1.0, "history_retain_examples": 16} if auto else {}),
     )
     # The causal LM: rows with different numbers of loss tokens, so that only per-token weighting across processes
     # matches one process; its teacher is another model, so that the first max-steps have a real gradient.
     make_data = lm_dataset if causal_lm else token_dataset
     forget, retain = make_data(FORGET, 1), make_data(RETAIN, 2)
     forget_validation, test = make_data(FORGET_VALIDATION, 3), make_data(TEST, 4)
+    model = tiny_causal_lm() if causal_lm else tiny_bert(dropout=0.0)
+    if auto:  # an original that memorised its training rows, so that the goal-driven run has something to do
+        memorise(model, datasets.concatenate_datasets([forget, retain]))
     trainer = RecordingScrubTrainer(
-        model=tiny_causal_lm() if causal_lm else tiny_bert(dropout=0.0),
-        teacher_model=tiny_causal_lm(seed=1) if causal_lm else None,
+        model=model,
+        teacher_model=tiny_causal_lm(seed=1) if causal_lm and not auto else None,
         args=args,
         forget_dataset=forget,
         retain_dataset=retain,
@@ -119,11 +127,26 @@ def run(
         "micro_steps": trainer.micro_steps,
         "train_logs": [entry for entry in trainer.state.log_history if "loss" in entry],
         "scrub_history": trainer.scrub_history,
+        "goal_logs": [entry for entry in trainer.state.log_history if "goal_epoch" in entry],
+        "stopped_because": trainer.stopped_because,
+        "returned_epoch": trainer.returned_epoch,
         "eval_sizes": sizes,
         "eval_report": report,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
     save_file(full_weights(trainer), str(out / f"rank{rank}.safetensors"))
+
+
+def memorise(model: torch.nn.Module, rows: datasets.Dataset, steps: int = 60) -> None:
+    """Full-batch Adam on `rows` (the same on every rank: same seed, data and one thread), in place."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = {key: value for key, value in rows[:].items() if key in ("input_ids", "attention_mask", "labels")}
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
 
 
 def teacher_placement(trainer: ScrubTrainer) -> dict:
@@ -154,6 +177,7 @@ def main() -> None:
     parser.add_argument("--gradient-accumulation-steps", type=int, nargs="+", default=[1])
     parser.add_argument("--cache-teacher-outputs", action="store_true")
     parser.add_argument("--causal-lm", action="store_true", help="the tiny Llama on token data")
+    parser.add_argument("--auto", action="store_true", help="the goal-driven schedule")
     cli = parser.parse_args()
     torch.set_num_threads(1)  # the launches share 2 cores; also keeps CPU kernels' reduction order fixed
     world_size, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
@@ -169,6 +193,7 @@ def main() -> None:
             rank,
             cli.cache_teacher_outputs,
             cli.causal_lm,
+            cli.auto,
         )
 
 
