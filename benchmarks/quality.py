@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -286,12 +287,34 @@ def run_scenario(name: str, scenario: dict, settings: dict, seed: int, quick: bo
         if getattr(trainer, "rewind_epoch", None) is not None:
             entry["rewind_epoch"] = trainer.rewind_epoch
         if method == "scrub_auto":  # what the run itself concluded, to hold against the comparison with Retrain
-            last = trainer.goal.state.history[-1]
+            judgement = trainer.returned_judgement
             entry |= dict(stopped_because=trainer.stopped_because, epochs_run=trainer.epochs_run,
-                          target_status=last.get("status"), retain_kept=last.get("retain_kept"),
-                          budget_epochs=trainer.goal.budget_epochs)  # fmt: skip
+                          target_status=judgement.status.value, retain_kept=judgement.retain_kept,
+                          returned_epoch=trainer.returned_epoch, budget_epochs=trainer.goal.budget_epochs,
+                          role=scenario.get("role"), rules_commit=rules_commit())  # fmt: skip
         sink(entry)
         del trainer
+
+
+def rules_commit() -> str:
+    """The commit the code runs at (with "+changes" when the working tree differs from it)."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=HERE).returncode != 0
+    return commit + ("+changes" if dirty else "")
+
+
+def check_frozen(protocol: dict) -> None:
+    """A held-out run needs the rules frozen: `protocol.frozen_at` set, and the rule files unchanged since."""
+    frozen = protocol.get("frozen_at")
+    if not frozen:
+        raise SystemExit("--protocol held_out: the rules are not frozen (set protocol.frozen_at in quality.yaml).")
+    changed = subprocess.run(
+        ["git", "diff", "--name-only", frozen, "--", *protocol["rule_files"]], cwd=HERE.parent, capture_output=True,
+        text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    if changed:
+        raise SystemExit(f"--protocol held_out: rule files changed since {frozen}: {changed}. Held-out runs use the "
+                         "frozen rules only; move the scenario to development if a rule must change.")  # fmt: skip
 
 
 # ---- aggregation -------------------------------------------------------------------------------------------------
@@ -380,7 +403,8 @@ def auto_rows(runs: list[dict]) -> list[dict]:
         row = dict(scenario=run["scenario"], seed=run["seed"], forget_error=mine["forget_error"],
                    retrain_forget_error=ref["forget_error"], mia=mine["mia"], retrain_mia=ref["mia"],
                    speedup=retrain["seconds"] / max(run["seconds"], 1e-9), epochs=run.get("epochs_run"),
-                   stopped_because=run.get("stopped_because"), target_status=run.get("target_status"))  # fmt: skip
+                   stopped_because=run.get("stopped_because"), target_status=run.get("target_status"),
+                   role=run.get("role"), rules_commit=run.get("rules_commit"))  # fmt: skip
         if ref["forget_error"] >= 0.999 and "test_retain_classes_accuracy" in mine:  # class unlearning
             remaining, remaining_original = (
                 mine["test_retain_classes_accuracy"],
@@ -477,10 +501,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, smaller data, fewer epochs and methods (CI)")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results" / "quality")
     parser.add_argument("--report-only", action="store_true", help="rebuild tables and plots from runs.jsonl")
+    parser.add_argument("--protocol", choices=["development", "held_out"],
+                        help="only the scenarios of this role for scrub_auto (held_out: refused unless the rules are "
+                        "frozen, see quality.yaml's `protocol`)")  # fmt: skip
     args = parser.parse_args()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     config = yaml.safe_load(args.config.read_text())
     scenarios = args.scenarios or list(config["scenarios"])
+    if args.protocol:
+        scenarios = [name for name in scenarios if config["scenarios"][name].get("role") == args.protocol]
+        if args.protocol == "held_out" and not args.report_only:
+            check_frozen(config["protocol"])
     if llm_facts.SCENARIO in scenarios:  # a causal LM: its own runner and table (benchmarks/llm_facts.py)
         scenarios.remove(llm_facts.SCENARIO)
         llm_methods = [m for m in args.methods or [] if m in llm_facts.METHODS] or None
@@ -504,8 +535,12 @@ def main() -> None:
     chosen = {name: config["scenarios"][name].get("settings_chosen_here", []) for name in scenarios}
     text = markdown(table, chosen)
     rows = auto_rows(runs)
-    if rows:
-        text += "\n#### scrub_auto against Retrain, per seed\n\n" + auto_markdown(rows)
+    for role in ("development", "held_out"):
+        mine = [row for row in rows if row.get("role") == role]
+        if mine:
+            commits = sorted({str(row["rules_commit"]) for row in mine})
+            text += f"\n#### scrub_auto against Retrain, {role.replace('_', '-')} scenarios, per seed\n\n"
+            text += f"Rules at commit(s): {', '.join(commits)}\n\n" + auto_markdown(mine)
     (args.results_dir / "tables.md").write_text(text)
     (args.results_dir / "summary.json").write_text(json.dumps(dict(table, scrub_auto_runs=rows), indent=2) + "\n")
     plot(table, args.results_dir)

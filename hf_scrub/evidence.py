@@ -236,8 +236,14 @@ def save_unlearning_report(
         **all_reports,
         "unlearning_seconds": _unlearning_seconds(trainer),
         "rewind_epoch": trainer.rewind_epoch,
+        "returned_epoch": trainer.returned_epoch,
         "history": [
-            {"epoch": entry["scrub_epoch"], **{k: v for k, v in entry.items() if k.endswith("_error")}}
+            {
+                "epoch": entry["scrub_epoch"],
+                **{k: v for k, v in entry.items() if k.endswith("_error")},
+                "forget_status": trainer.judgements[int(entry["scrub_epoch"])].status.value,
+                "retain_kept": trainer.judgements[int(entry["scrub_epoch"])].retain_kept,
+            }
             for entry in trainer.scrub_history
         ],
         "hyperparameters": {key: getattr(args, key) for key in REPORTED_HYPERPARAMETERS if hasattr(args, key)}

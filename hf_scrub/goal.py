@@ -157,10 +157,10 @@ class AutoSchedule:
             elif state.forget_started and not state.repair_only and state.open_rows == 0 and not damaged:
                 self.stopped_because = (
                     f"no forget row left to push and nothing to repair after epoch {epoch}: a further epoch would "
-                    f"change nothing ({judgement.standing()})"
+                    "change nothing"
                 )
             elif epoch >= self.budget_epochs:
-                self.stopped_because = f"budget: all {self.budget_epochs} epochs run ({judgement.standing()})"
+                self.stopped_because = f"budget: all {self.budget_epochs} epochs run"
         forget_done = self.kind is Kind.NONE and self.forget_passes >= self.forget_epochs
         self.epoch = PassState(repair_only=not judgement.retain_kept or forget_done, damaged=damaged)
         self.history.append({"epoch": epoch, **self.to_log()})

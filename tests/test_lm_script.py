@@ -47,7 +47,7 @@ def lm_run(lm_assets, tmp_path, *flags, data=None):
             "--output_dir", str(tmp_path / "out"), *FAST, *map(str, flags)]  # fmt: skip
 
 
-def test_default_run_is_lora_with_the_llm_preset_and_writes_the_evidence(lm_assets, tmp_path, capsys):
+def test_default_run_is_lora_with_the_goal_driven_preset_and_writes_the_evidence(lm_assets, tmp_path, capsys):
     before = folder_digest(lm_assets / "model")
     argv = lm_run(
         lm_assets, tmp_path, "--forget_indices_file", lm_assets / "forget.json", "--save_merged_model", "true"
@@ -56,14 +56,19 @@ def test_default_run_is_lora_with_the_llm_preset_and_writes_the_evidence(lm_asse
     out = tmp_path / "out"
     results = results_of(out)
     assert results["task"] == "causal-lm"
-    assert results["hyperparameters"]["preset"] == "llm" and results["hyperparameters"]["use_peft"] is True
-    assert results["hyperparameters"]["schedule"] == "fixed"
+    assert results["hyperparameters"]["preset"] == "llm_auto" and results["hyperparameters"]["use_peft"] is True
+    assert results["hyperparameters"]["schedule"] == "auto"
     assert results["forget"]["num_examples"] == 4
+    verdict = results["verdict"]  # the judgement of the returned epoch: the stop reason and the verdict agree
+    assert verdict["kind"] == "distribution" and verdict["stopped_because"].startswith("goal-driven schedule: ")
+    assert verdict["epoch"] in [entry["epoch"] for entry in results["history"]]
+    if "goal reached" in verdict["stopped_because"]:
+        assert verdict["forget_target_met"] is True and verdict["retain_kept"] is True
     for column in ("original", "unlearned"):
         report = results[column]
         for key in ("forget_accuracy", "retain_accuracy", "test_accuracy", "forget_answer_accuracy", "forget_loss"):
             assert 0 <= report[key] <= (1 if "accuracy" in key else 100), key
-    assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2]
+    assert [entry["epoch"] for entry in results["history"]][0] == 0
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     assert not (out / "model.safetensors").exists() and not (out / "scrub_teacher").exists()
     assert (out / "merged" / "model.safetensors").is_file() and (out / "README.md").is_file()

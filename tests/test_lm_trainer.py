@@ -116,18 +116,72 @@ def test_fresh_lora_forget_pass_moves_the_adapters_after_the_warmup_step(tmp_pat
     assert forget_logs[-1]["forget_kl"] > forget_logs[0]["forget_kl"]  # the max-steps push the distance up
 
 
-@pytest.mark.parametrize(
-    ("setting", "message"),
-    [({"cache_teacher_outputs": True}, "refused for causal LMs"), ({"schedule": "auto"}, "not available for causal")],
-)
-def test_unsupported_settings_are_refused(tmp_path, setting, message):
-    with pytest.raises(ValueError, match=message):
+def test_cached_teacher_outputs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="refused for causal LMs"):
         ScrubTrainer(
             model=tiny_causal_lm(),
-            args=scrub_config(tmp_path, **setting),
+            args=scrub_config(tmp_path, cache_teacher_outputs=True),
             forget_dataset=lm_dataset(4, 1),
             retain_dataset=lm_dataset(8, 2),
         )
+
+
+def test_goal_driven_gate_reads_each_rows_mean_nll_over_its_completion_tokens(tmp_path):
+    """The causal-LM gate: a row pushes while the mean NLL of its loss-carrying tokens (by hand here, from the
+    model's logits) is below its target; prompt and padding positions do not count."""
+    from hf_scrub.unlearning_trainer import Tags
+
+    forget = lm_dataset(6, 1)
+    trainer = ScrubTrainer(
+        model=tiny_causal_lm(),
+        args=scrub_config(tmp_path, schedule="auto", retain_steps_per_forget_step=1.0, history_retain_examples=8),
+        forget_dataset=forget,
+        retain_dataset=lm_dataset(12, 2),
+        forget_validation_dataset=lm_dataset(6, 3),
+    )
+    rows = forget[:]
+    inputs = {"input_ids": rows["input_ids"], "attention_mask": rows["attention_mask"]}
+    with torch.no_grad():
+        logits = trainer.model(**inputs).logits
+    log_probs = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, rows["labels"][:, 1:].clamp(min=0)[..., None])
+    mask = next_token_mask(rows["labels"])
+    nll = -(log_probs[..., 0] * mask).sum(-1) / mask.sum(-1)
+    # Targets just above the odd rows' scores and just below the even rows': the odd rows push, the even do not.
+    offsets = torch.tensor([-1e-4, 1e-4] * 3)
+    trainer._gate_targets = nll + offsets
+    tags = Tags(labels=rows["labels"], sources=torch.zeros(6), real=torch.ones(6, dtype=torch.bool),
+                phase=Phase.FORGET, rows=torch.arange(6), teacher_logits=None)  # fmt: skip
+    assert trainer._gate(trainer.model, inputs, tags).tolist() == [0.0, 1.0] * 3
+    tags.real[1] = False  # a padding row never pushes
+    assert trainer._gate(trainer.model, inputs, tags).tolist() == [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_goal_driven_run_on_a_causal_lm_with_fresh_lora_is_judged_on_its_nll_distribution(tmp_path):
+    """schedule="auto" with fresh LoRA: forget steps wait for a kept warm-up step (the zero-gradient start), the
+    judge compares the forget rows' mean NLL with the original's on the held-out rows, and the verdict is the
+    judgement of the returned epoch."""
+    trainer = ScrubTrainer(
+        model=tiny_causal_lm(),
+        args=scrub_config(
+            tmp_path,
+            schedule="auto",
+            retain_steps_per_forget_step=1.0,
+            history_retain_examples=8,
+            num_train_epochs=2,
+            learning_rate=1e-2,
+        ),  # fmt: skip
+        forget_dataset=lm_dataset(8, 1),
+        retain_dataset=lm_dataset(16, 2),
+        forget_validation_dataset=lm_dataset(8, 3),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type=TaskType.CAUSAL_LM),
+    )
+    assert trainer.goal.symmetric and trainer.schedule == []
+    trainer.train()
+    assert trainer.judge.kind.value == "distribution" and trainer.judge.retain_measure == "next-token accuracy"
+    assert trainer.schedule[0].phase is Phase.RETAIN  # the warm-up step, then forget and retain steps in turn
+    assert [step.phase for step in trainer.schedule[1:4]] == [Phase.FORGET, Phase.RETAIN, Phase.FORGET]
+    assert trainer.returned_judgement is trainer.judgements[trainer.returned_epoch]
+    assert trainer.stopped_because.startswith("goal-driven schedule: ")
 
 
 def test_history_errors_are_next_token_errors_on_loss_carrying_tokens(tmp_path):

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import torch
 from cli_fixtures import assert_complete, refused, results_of, review_rows, scrub
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from hf_scrub import cli
+from hf_scrub.offline import minilm_model_path
 
 pytestmark = pytest.mark.slow  # real CLI runs
 
@@ -167,6 +168,59 @@ def test_without_preset_or_schedule_scrub_is_goal_driven_and_schedule_fixed_is_t
     assert len(auto["history"]) < 4 + 1
     assert [entry["epoch"] for entry in fixed["history"]] == [0, 1, 2, 3, 4]
     assert "goal-driven" not in fixed["verdict"]["stopped_because"]
+
+
+@pytest.fixture(scope="module")
+def memorising_text_assets(tmp_path_factory):
+    """A small BERT fine-tuned on 160 Rotten Tomatoes snippets until it memorises them (train accuracy ~1, unseen
+    ~0.6): the fine-tuned text classifier whose stop reason once said "goal reached" beside "retain NOT kept"."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hf_scrub.offline import load_rotten_tomatoes
+    from hf_scrub.tasks import prepare_dataset
+
+    root = tmp_path_factory.mktemp("memorising")
+    data = load_rotten_tomatoes(max_examples=200, seed=3)
+    data.save_to_disk(str(root / "data"))
+    tokenizer = AutoTokenizer.from_pretrained(minilm_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)  # fmt: skip
+    model = BertForSequenceClassification(config)
+    train = prepare_dataset(data["train"], "text-classification", tokenizer, max_length=32)
+    args = TrainingArguments(output_dir=str(root / "trainer"), use_cpu=True, report_to="none", seed=0,
+                             num_train_epochs=25, per_device_train_batch_size=16, learning_rate=3e-3,
+                             save_strategy="no", disable_tqdm=True)  # fmt: skip
+    Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer)).train()
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root
+
+
+def test_stop_reason_verdict_and_returned_epoch_are_one_judgement(memorising_text_assets, tmp_path):
+    """The CLI default on a memorising text classifier (selective request, unseen test rows): the verdict is the
+    judgement of the epoch the run returned, its summary carries the stop reason, no epoch after the first one the
+    judge accepted was run, and "goal reached" never stands beside a target not met or retain not kept."""
+    root = memorising_text_assets
+    argv = ["--model_name_or_path", str(root / "model"), "--dataset_name", str(root / "data"),
+            "--output_dir", str(tmp_path / "out"), "--forget_classes", "1", "--num_forget_examples", "20",
+            "--test_split", "test", "--num_train_epochs", "4", "--max_length", "32", "--report_to", "none",
+            "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no"]  # fmt: skip
+    assert cli.main(argv) == 0
+    results = assert_complete(tmp_path / "out")
+    verdict, history = results["verdict"], results["history"]
+    assert results["hyperparameters"]["schedule"] == "auto" and verdict["kind"] == "distribution"
+    assert verdict["epoch"] == results["returned_epoch"] in [entry["epoch"] for entry in history]
+    judged = next(entry for entry in history if entry["epoch"] == verdict["epoch"])
+    assert judged["forget_status"] == verdict["forget_status"] and judged["retain_kept"] == verdict["retain_kept"]
+    assert verdict["summary"].endswith(verdict["stopped_because"] + ".")
+    accepted = [entry["epoch"] for entry in history if entry["forget_status"] == "met" and entry["retain_kept"]]
+    assert not accepted or accepted[0] == history[-1]["epoch"]  # no epoch after the judge was satisfied
+    if accepted:
+        assert "goal reached" in verdict["stopped_because"] and verdict["forget_target_met"] is verdict["retain_kept"]
+    else:
+        assert "goal reached" not in verdict["stopped_because"]
+    assert history[0]["forget_status"] == "short"  # the original memorised its forget rows
 
 
 def test_the_goal_driven_default_is_refused_under_fsdp_before_the_model_loads(
