@@ -18,6 +18,23 @@ from transformers import TrainingArguments
 
 # The reference settings of the paper's code (docs/design.md §2). `max_grad_norm=0` because the paper does not clip.
 # "small" uses AdamW: transformers has no plain-Adam optimizer name; the paper's code uses Adam with L2 0.1.
+_AUTO: dict[str, Any] = {
+    "schedule": "auto",
+    "optim": "adamw_torch",
+    "learning_rate": 5e-5,
+    "weight_decay": 0.0,
+    "lr_scheduler_type": "constant",
+    "max_grad_norm": 1.0,
+    "gamma": 1.0,
+    "alpha": 0.5,
+    "kd_temperature": 4.0,
+    "forget_epochs": 3,
+    "num_train_epochs": 10,
+    "per_device_forget_batch_size": 16,
+    "per_device_train_batch_size": 32,
+    "retain_steps_per_forget_step": 1.0,
+    "history_retain_examples": 256,  # the judge's retain rows, read after every step: 2 points = 5 rows
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "selective": {
         "optim": "sgd",
@@ -69,42 +86,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The goal-driven schedule (docs/design.md §18): the step sizes adapt to the model during the run, so one setting
     # serves CNNs trained from scratch and fine-tuned transformers; num_train_epochs is only the budget.
-    "auto": {
-        "schedule": "auto",
-        "optim": "adamw_torch",
-        "learning_rate": 5e-5,
-        "weight_decay": 0.0,
-        "lr_scheduler_type": "constant",
-        "max_grad_norm": 1.0,
-        "gamma": 1.0,
-        "alpha": 0.5,
-        "kd_temperature": 4.0,
-        "forget_epochs": 3,
-        "num_train_epochs": 10,
-        "per_device_forget_batch_size": 16,
-        "per_device_train_batch_size": 32,
-        "retain_steps_per_forget_step": 1.0,
-        "history_retain_examples": 256,  # the judge's retain rows, read after every step: 2 points = 5 rows
-    },
+    "auto": _AUTO,
     # The goal-driven schedule for causal LMs with LoRA adapters (the CLI's default for them): `auto` with what LoRA
     # on sequences needs -- LoRA's own scale of learning rates (peft trains adapters at ~1e-4, full fine-tuning at
-    # ~5e-5 and below; the step-size rule adapts from there), smaller batches of longer items, activation
-    # checkpointing.
-    "llm_auto": {
-        "schedule": "auto",
-        "optim": "adamw_torch",
+    # ~5e-5 and below; the step-size rule adapts from there), smaller batches of longer items, a retain sample of
+    # sequences the probe can read after every step, activation checkpointing.
+    "llm_auto": _AUTO
+    | {
         "learning_rate": 1e-4,
-        "weight_decay": 0.0,
-        "lr_scheduler_type": "constant",
-        "max_grad_norm": 1.0,
-        "gamma": 1.0,
-        "alpha": 0.5,
-        "kd_temperature": 4.0,
-        "forget_epochs": 3,
-        "num_train_epochs": 10,
         "per_device_forget_batch_size": 4,
         "per_device_train_batch_size": 8,
-        "retain_steps_per_forget_step": 1.0,
         "history_retain_examples": 32,
         "activation_checkpointing": True,
     },
