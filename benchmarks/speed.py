@@ -152,12 +152,12 @@ def step_ratio(make_model, data, device: str, batch: int, steps: int, warmup: in
         runs = {
             "plain": lambda: Trainer(model=make_model(), args=TrainingArguments(**args), train_dataset=retain),
             "scrub": lambda: ScrubTrainer(
-                model=make_model(), args=ScrubConfig(**args, forget_epochs=0, history_retain_examples=0),
+                model=make_model(), args=ScrubConfig(**args, forget_epochs=0, history_retain_examples=1),
                 forget_dataset=forget, retain_dataset=retain,
             ),
             "scrub_cached": lambda: ScrubTrainer(
                 model=make_model(),
-                args=ScrubConfig(**args, forget_epochs=0, history_retain_examples=0, cache_teacher_outputs=True),
+                args=ScrubConfig(**args, forget_epochs=0, history_retain_examples=1, cache_teacher_outputs=True),
                 forget_dataset=forget, retain_dataset=retain,
             ),
         }  # fmt: skip
@@ -209,7 +209,7 @@ def trainer_epoch_seconds(
             args = ScrubConfig.from_preset("auto", **common, forget_epochs=1)
         else:
             args = ScrubConfig(
-                **common, forget_epochs=1, history_retain_examples=0, lr_scheduler_type="constant", weight_decay=0.0
+                **common, forget_epochs=1, history_retain_examples=1, lr_scheduler_type="constant", weight_decay=0.0
             )
         trainer = ScrubTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain)
         sync(device)
@@ -339,7 +339,7 @@ def part_lm_step(device: str, repeats: int, quick: bool) -> dict:
                 ),
                 "scrub": lambda args=args: ScrubTrainer(
                     model=smollm2_shaped_llama(num_layers), peft_config=LoraConfig(**lora),
-                    args=ScrubConfig(**args, forget_epochs=0, history_retain_examples=0, retain_warmup_steps=0),
+                    args=ScrubConfig(**args, forget_epochs=0, history_retain_examples=1, retain_warmup_steps=0),
                     forget_dataset=forget, retain_dataset=retain,
                 ),
             }  # fmt: skip

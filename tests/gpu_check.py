@@ -134,7 +134,7 @@ def scrub_args(sizes: Sizes, out: str, **overrides) -> ScrubConfig:
         per_device_eval_batch_size=64,
         num_train_epochs=2,
         forget_epochs=1,
-        history_retain_examples=0,
+        history_retain_examples=1,
         dataloader_pin_memory=not sizes.smoke,
     )
     values.update(overrides)
@@ -462,7 +462,7 @@ def section_step_time(sizes: Sizes) -> dict:
                 args = ScrubConfig(
                     output_dir=out,
                     forget_epochs=0,
-                    history_retain_examples=0,
+                    history_retain_examples=1,
                     cache_teacher_outputs=variant.get("cache_teacher_outputs", False),
                     **common,
                 )
