@@ -25,6 +25,7 @@ original), and `lr_scale(phase)` / `forget_steps_apply` / `retain_steps_apply` f
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,10 +177,22 @@ class AutoSchedule:
             "symmetric": float(self.symmetric),
         }
 
-    def restore(self, logged: dict[str, float]) -> None:
-        """A resumed run takes the step sizes and pass count from the last epoch logged before its checkpoint."""
-        self.forget_scale = logged["forget_scale"]
-        self.retain_scale = logged["retain_scale"]
-        self.forget_passes = int(logged["forget_passes"])
-        self.symmetric = bool(logged["symmetric"])
-        self.epoch = PassState(repair_only=bool(logged["repair_only"]), damaged=bool(logged["damaged"]))
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a resumed run needs to go on exactly from here, mid-epoch included (JSON-able)."""
+        return {
+            "forget_scale": self.forget_scale,
+            "retain_scale": self.retain_scale,
+            "forget_passes": self.forget_passes,
+            "symmetric": self.symmetric,
+            "stopped_because": self.stopped_because,
+            "epoch": dataclasses.asdict(self.epoch),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Go on from a `snapshot` (a resumed run: the one its checkpoint was written with)."""
+        self.forget_scale = snapshot["forget_scale"]
+        self.retain_scale = snapshot["retain_scale"]
+        self.forget_passes = int(snapshot["forget_passes"])
+        self.symmetric = bool(snapshot["symmetric"])
+        self.stopped_because = snapshot["stopped_because"]
+        self.epoch = PassState(**snapshot["epoch"])

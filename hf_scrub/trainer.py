@@ -374,6 +374,7 @@ class ScrubTrainer(UnlearningTrainer):
             # rows; for a class request the original's on its retain rows, the classes it keeps.
             if self._class_reference is None:
                 self._class_reference = evidence.retain_scores
+                self.state.log_history.append({"gate_class_reference": self._class_reference.tolist()})
             reference = self.judge.reference_scores if self.goal.kind is Kind.DISTRIBUTION else self._class_reference
             targets = matched_quantiles(evidence.forget_scores, reference)
             self._set_gate_targets(targets)
@@ -386,16 +387,26 @@ class ScrubTrainer(UnlearningTrainer):
     def _set_gate_targets(self, targets: Any) -> None:
         self._gate_targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32, device=self.accelerator.device)
 
+    def before_checkpoint(self) -> None:
+        """The goal-driven schedule's state goes into the checkpoint's log history: a run resumed from it, mid-epoch
+        too, goes on exactly as the uninterrupted one."""
+        if self.goal is not None:
+            self.state.log_history.append({"goal_checkpoint": self.goal.snapshot(), "step": self.state.global_step})
+
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
-        """A resumed run: the gate's targets and the step sizes logged before the checkpoint (an epoch interrupted
-        mid-way restarts its tests from its step sizes at its start)."""
+        """A resumed run: the gate's targets and the schedule's state written with the checkpoint."""
         if self.goal is None:
             return
         targets = [entry["gate_targets"] for entry in self.state.log_history if "gate_targets" in entry]
         if targets:
             self._set_gate_targets(targets[-1])
-        logged = [entry for entry in self.state.log_history if "goal_forget_scale" in entry]
-        self.goal.restore({key[len("goal_") :]: value for key, value in logged[-1].items() if key.startswith("goal_")})
+        reference = [
+            entry["gate_class_reference"] for entry in self.state.log_history if "gate_class_reference" in entry
+        ]
+        if reference:
+            self._class_reference = np.asarray(reference[0])
+        saved = [entry["goal_checkpoint"] for entry in self.state.log_history if "goal_checkpoint" in entry]
+        self.goal.restore(saved[-1])
         self.refresh_learning_rate()
 
     @property

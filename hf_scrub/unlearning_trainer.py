@@ -116,6 +116,8 @@ class _EpochCallback(TrainerCallback):
         step = state.global_step  # optimizer steps done
         state.epoch = self.trainer.epoch_progress[step - 1]
         if step < len(schedule) and schedule[step].epoch == schedule[step - 1].epoch:
+            if control.should_save:
+                self.trainer.before_checkpoint()
             return control
         should_log = control.should_log  # record_epoch logs, and logging resets the flag for this step's own log
         stop = self.trainer.record_epoch(schedule[step - 1].epoch)
@@ -128,6 +130,8 @@ class _EpochCallback(TrainerCallback):
             control.should_log |= args.logging_strategy == IntervalStrategy.EPOCH
             control.should_evaluate |= args.eval_strategy == IntervalStrategy.EPOCH
             control.should_save |= args.save_strategy == SaveStrategy.EPOCH
+        if control.should_save:
+            self.trainer.before_checkpoint()
         return control
 
     def on_train_end(
@@ -282,6 +286,9 @@ class UnlearningTrainer(Trainer):
 
     def resume_epochs(self, history: list[dict[str, float]]) -> None:
         """Called when a resumed run starts, with the epochs recorded before the checkpoint. Default: nothing."""
+
+    def before_checkpoint(self) -> None:
+        """Called right before the Trainer writes a checkpoint (its log history goes into it). Default: nothing."""
 
     def before_optimizer_step(self, step: OptimizerStep) -> None:
         """Called before each optimizer step's first forward."""

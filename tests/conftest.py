@@ -100,6 +100,21 @@ def lm_dataset(n: int, seed: int, length: int = 10, vocab_size: int = 32) -> dat
     ).with_format("torch")
 
 
+def memorise(model: torch.nn.Module, rows: datasets.Dataset, steps: int = 60) -> torch.nn.Module:
+    """Full-batch Adam on `rows`, in place: an original that has memorised its training rows (the same on every rank
+    of a launch: same seed, data and one thread)."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = {key: value for key, value in rows[:].items() if key in ("input_ids", "attention_mask", "labels",
+                                                                      "pixel_values")}  # fmt: skip
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    return model
+
+
 def tiny_run_args(tmp_path) -> dict:
     """Arguments every unlearning config in the unit tests shares: CPU, no saving or reporting, small batches."""
     return dict(

@@ -1,6 +1,8 @@
 """The goal-driven schedule: its rules (hf_scrub/goal.py) on constructed sequences of step outcomes, the per-row gate
 (hf_scrub/losses.py) on hand-made logits, and both through `ScrubTrainer` on tiny real models."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -194,12 +196,90 @@ def test_the_budget_ends_the_run_and_says_where_it_stands():
     assert goal.stopped_because == "budget: all 1 epochs run"  # the verdict says where the returned epoch stands
 
 
-def test_a_logged_state_restores_the_step_sizes_and_the_next_epoch():
+def test_a_snapshot_restores_the_schedule_exactly_mid_epoch_too():
     goal = started()
     goal.after_forget_step(16, True, False)
     goal.after_forget_step(16, True, True)
     goal.after_epoch(1, judgement(retain_kept=False))
+    goal.after_retain_step(improved=False, damaged=True)  # mid-epoch: a repair undone, its size halved
     resumed = schedule()
-    resumed.restore(goal.to_log())
-    assert (resumed.forget_scale, resumed.retain_scale, resumed.forget_passes) == (4.0, 2.0, 1)
-    assert resumed.epoch.repair_only and not resumed.forget_steps_apply and resumed.retain_steps_apply
+    resumed.restore(json.loads(json.dumps(goal.snapshot())))  # through the JSON of a checkpoint's log history
+    assert (resumed.forget_scale, resumed.retain_scale, resumed.forget_passes) == (4.0, 1.0, 1)
+    assert resumed.epoch == goal.epoch and resumed.epoch.repair_only and resumed.retain_steps_apply
+    assert resumed.snapshot() == goal.snapshot()
+
+
+# ---- through ScrubTrainer ----------------------------------------------------------------------------------------
+
+
+def class_request(tmp_path, out, **overrides):
+    """The tiny ResNet asked to forget class 2: forget and held-out rows all labelled 2, retain rows 0 and 1."""
+    import datasets
+    from conftest import memorise, scrub_config, tiny_resnet
+
+    from hf_scrub import ScrubTrainer
+
+    def rows(n, seed, labels):
+        rng = np.random.default_rng(seed)
+        pixels = rng.normal(size=(n, 1, 8, 8)).astype("float32")
+        return datasets.Dataset.from_dict({"pixel_values": pixels, "labels": rng.choice(labels, n)}).with_format(
+            "torch"
+        )
+
+    settings = dict(schedule="auto", retain_steps_per_forget_step=1.0, history_retain_examples=16,
+                    num_train_epochs=3, learning_rate=1e-2, output_dir=str(tmp_path / out))  # fmt: skip
+    forget, retain = rows(12, 1, [2]), rows(24, 2, [0, 1])
+    return ScrubTrainer(
+        model=memorise(tiny_resnet(), datasets.concatenate_datasets([forget, retain])),
+        args=scrub_config(tmp_path, **(settings | overrides)),
+        forget_dataset=forget,
+        retain_dataset=retain,
+        forget_validation_dataset=rows(8, 3, [2]),
+    )
+
+
+def test_a_kept_step_changes_the_model_and_an_undone_one_leaves_it_bit_identical(tmp_path):
+    """Every goal-driven step is either kept or restored exactly: weights, BatchNorm buffers and optimizer state."""
+    from transformers import TrainerCallback
+
+    trainer = class_request(tmp_path, "out")
+    seen = []
+
+    class Watch(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            after = trainer.model.state_dict()
+            same = all(torch.equal(self.before[k], after[k]) for k in after)
+            seen.append((trainer.schedule[state.global_step - 1].phase.name, same))
+
+    trainer.add_callback(Watch())
+    undone = []
+    original_restore = trainer._restore
+    trainer._restore = lambda snapshot: (undone.append(trainer.state.global_step), original_restore(snapshot))
+    trainer.train()
+    assert trainer.judge.kind is Kind.CLASS and trainer.goal.kind is Kind.CLASS
+    moved = [phase for phase, same in seen if not same]
+    assert "FORGET" in moved  # kept forget steps changed the model
+    assert undone and len(moved) < len(seen)  # some steps were undone or closed: those left it bit-identical
+    assert trainer.returned_judgement is trainer.judgements[trainer.returned_epoch]
+
+
+def test_a_run_resumed_mid_epoch_goes_on_exactly_as_the_uninterrupted_one(tmp_path):
+    full = class_request(tmp_path, "full", save_strategy="steps", save_steps=5)
+    full.train()
+    checkpoint = tmp_path / "full" / "checkpoint-5"  # inside epoch 1 (12 forget rows at 16 per step ... )
+    assert checkpoint.is_dir() and full.schedule[4].epoch == full.schedule[5].epoch
+    resumed = class_request(tmp_path, "resumed", save_strategy="steps", save_steps=5)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.stopped_because == full.stopped_because
+    assert resumed.returned_epoch == full.returned_epoch
+    decisions = [
+        {k: v for k, v in e.items() if k.startswith("goal_")} for e in full.state.log_history if "goal_epoch" in e
+    ]
+    resumed_decisions = [{k: v for k, v in e.items() if k.startswith("goal_")}
+                         for e in resumed.state.log_history if "goal_epoch" in e]  # fmt: skip
+    assert resumed_decisions == decisions
+    for name, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the conftest models and datasets
 import datasets  # noqa: E402
 import torch  # noqa: E402
-from conftest import lm_dataset, tiny_bert, tiny_causal_lm, token_dataset  # noqa: E402  (also offline HF env)
+from conftest import lm_dataset, memorise, tiny_bert, tiny_causal_lm, token_dataset  # noqa: E402  (also offline HF env)
 from safetensors.torch import save_file  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -135,18 +135,6 @@ def run(
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
     save_file(full_weights(trainer), str(out / f"rank{rank}.safetensors"))
-
-
-def memorise(model: torch.nn.Module, rows: datasets.Dataset, steps: int = 60) -> None:
-    """Full-batch Adam on `rows` (the same on every rank: same seed, data and one thread), in place."""
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    batch = {key: value for key, value in rows[:].items() if key in ("input_ids", "attention_mask", "labels")}
-    model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        model(**batch).loss.backward()
-        optimizer.step()
 
 
 def teacher_placement(trainer: ScrubTrainer) -> dict:
