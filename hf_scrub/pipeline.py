@@ -68,8 +68,8 @@ class ScriptArguments:
         default="scrub",
         metadata={
             "help": "Unlearning method: scrub, or a baseline: retrain (on the retain set, from the original's "
-            "starting point), finetune, neggrad (gradient ascent), graddiff, npo, neggrad_plus, bad_teacher (the "
-            "last two: classifiers only)."
+            "starting point), finetune, neggrad (gradient ascent), graddiff, npo, simnpo, rmu (causal LMs only), "
+            "neggrad_plus, bad_teacher (the last two: classifiers only)."
         },
     )
     retrain_init_from: str | None = field(
@@ -434,7 +434,7 @@ def check_causal_lm_method(script_args: ScriptArguments, config: UnlearningConfi
         raise ValueError(
             f"--method {script_args.method} is not available for causal language models (it is defined on class "
             "predictions); use --method graddiff (gradient ascent on the forget set plus descent on the retain set) "
-            "or --method npo, the field's LLM counterparts, or scrub, neggrad, finetune, retrain."
+            "or --method npo, simnpo or rmu, the field's LLM counterparts, or scrub, neggrad, finetune, retrain."
         )
     if script_args.method == "retrain":
         check_retrain_start(causal_lm=True, init_from=script_args.retrain_init_from)
@@ -508,6 +508,8 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         splits, task = benchmark.unlearning_splits(config.seed), CAUSAL_LM
     if task == CAUSAL_LM:
         check_causal_lm_method(script_args, config)
+    elif script_args.method == "rmu":
+        raise ValueError("--method rmu steers a causal LM's hidden states; for a classifier use scrub or a baseline.")
     if config.rewind and len(splits.forget_validation) == 0:
         raise ValueError(
             "--rewind true (SCRUB+R) needs held-out examples of the forget set's classes, and there are none (a whole "
