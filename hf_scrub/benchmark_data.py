@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 from .data import UnlearningSplits, make_unlearning_splits
 from .lm_evaluation import KNOWMEM_SETS, MUSE_MEMBERSHIP, PARAPHRASED_COLUMN, PERTURBED_COLUMN, VERBMEM_SET
@@ -96,6 +97,12 @@ def _load(source: str, config: str, split: str, names: Sequence[str], option: st
         return datasets.load_dataset(source, config, split=split)
     except ValueError as error:  # an unknown split: datasets lists the available ones
         raise ValueError(f"--benchmark {benchmark}: config {config!r} of {source}: {error} Check {option}.") from None
+    except DatasetGenerationError as error:  # e.g. the splits of one config with different columns
+        cause = " ".join(str(error.__cause__ or error).split())  # one line: datasets' message spans several
+        raise ValueError(
+            f"--benchmark {benchmark}: config {config!r} of {source} cannot be read ({cause}). "
+            "Every split of a config must have the published columns: use the benchmark's data as published."
+        ) from None
 
 
 def _require(rows: datasets.Dataset, columns: Sequence[str], where: str, benchmark: str) -> None:
