@@ -116,8 +116,9 @@ def test_retrain_column_adds_privleak_and_forget_quality_and_generic_text_is_the
         assert len(report["forget_truth_ratios"]) == 4  # one per forget row (3 perturbed answers each)
         assert 0.0 <= report["auc_min_k"] <= 1.0 and report["generic_perplexity"] > 1.0
     for report in (unlearned, original):  # compared with Retrain: its own column has no comparison
+        # MUSE's PrivLeak, on its AUC orientation (1 - AUC here)
         assert report["privleak_min_k"] == pytest.approx(
-            100 * (report["auc_min_k"] - retrained["auc_min_k"]) / retrained["auc_min_k"]
+            100 * ((1 - report["auc_min_k"]) - (1 - retrained["auc_min_k"])) / (1 - retrained["auc_min_k"])
         )
         assert 0.0 <= report["forget_quality"] <= 1.0
     assert "forget_quality" not in retrained and original["generic_perplexity_ratio"] == 1.0
