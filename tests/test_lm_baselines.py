@@ -321,6 +321,23 @@ def test_rmu_reference_is_the_original_with_adapters_disabled_and_the_steering_v
     assert any("forget_rmu" in entry for entry in trainer.state.log_history)
 
 
+def test_rmu_trains_alike_with_activation_checkpointing(tmp_path):
+    """The block's hooked output is part of the graph whether the block is recomputed in the backward or not."""
+
+    def final_weights(checkpointing):
+        trainer = make_trainer(RMUTrainer, tmp_path, rmu_layer=0, rmu_steering_coeff=10.0, learning_rate=0.1,
+                               activation_checkpointing=checkpointing)  # fmt: skip
+        trainer.train()
+        assert trainer.model.is_activation_checkpointing == checkpointing
+        return trainer.model.state_dict()
+
+    plain, checkpointed = final_weights(False), final_weights(True)
+    start = tiny_causal_lm().state_dict()
+    assert max((plain[name] - start[name]).abs().max().item() for name in plain) > 1e-2
+    for name in plain:
+        torch.testing.assert_close(plain[name], checkpointed[name], atol=1e-6, rtol=0, msg=name)
+
+
 def test_rmu_refuses_blocks_the_model_does_not_have_and_classifiers(tmp_path):
     with pytest.raises(ValueError, match=r"--rmu_layer 7: the model has 2 transformer blocks \(0..1\)"):
         make_trainer(RMUTrainer, tmp_path)
