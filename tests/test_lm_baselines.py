@@ -405,7 +405,7 @@ def lm_argv(lm_files, tmp_path, *flags):
     [
         ["--method", "npo"],
         ["--method", "graddiff"],
-        ["--method", "simnpo", "--simnpo_beta", "3.0", "--forget_weight", "0.5"],
+        ["--method", "simnpo", "--simnpo_beta", "3.0", "--simnpo_delta", "0.5", "--forget_weight", "0.5"],
         ["--method", "rmu", "--rmu_layer", "1", "--rmu_steering_coeff", "4.0"],
         ["--method", "retrain", "--retrain_init_from", "base"],
     ],
@@ -420,7 +420,7 @@ def test_script_runs_the_baseline_on_a_causal_lm(lm_files, tmp_path, flags):
     assert results["hyperparameters"]["use_peft"] is True  # the causal-LM default, as for SCRUB
     assert results["hyperparameters"]["learning_rate"] == 1e-3  # the llm preset's optimiser settings
     given = dict(zip(flags[2::2], flags[3::2], strict=True))
-    for option in ("--simnpo_beta", "--forget_weight", "--rmu_layer", "--rmu_steering_coeff"):
+    for option in ("--simnpo_beta", "--simnpo_delta", "--forget_weight", "--rmu_layer", "--rmu_steering_coeff"):
         if option in given:
             assert results["hyperparameters"][option[2:]] == float(given[option])
     assert (out / "adapter_model.safetensors").is_file() and not (out / "scrub_teacher").exists()
