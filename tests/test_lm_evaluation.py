@@ -17,9 +17,11 @@ from hf_scrub.lm_evaluation import (
     GENERIC_SPLIT,
     PARAPHRASED_SPLIT,
     PERTURBED_SPLIT,
+    RETAIN_QA_ROWS,
     TRUTH_RATIOS,
     add_comparisons,
     generic_text,
+    llm_evaluation_splits,
     truth_ratio_splits,
 )
 from hf_scrub.lm_metrics import MAX_NEW_TOKENS, Completion, greedy_completions, token_statistics
@@ -206,6 +208,30 @@ def test_truth_ratio_splits_flatten_the_perturbed_answers_row_by_row():
     )
     with pytest.raises(ValueError, match="same number"):
         truth_ratio_splits(uneven, lambda split: split)
+
+
+def test_retain_rows_in_tofus_shape_become_its_retain_set(monkeypatch):
+    rows = datasets.Dataset.from_dict(
+        {"prompt": ["Q1", "Q2", "Q3"], "completion": [" a", " b", " c"], "paraphrased_completion": [" A", " B", " C"],
+         "perturbed_completions": [[" x"], [" y"], [" z"]]}
+    )  # fmt: skip
+
+    def prepare(split, max_length=None):
+        return split
+
+    monkeypatch.setattr("hf_scrub.lm_evaluation.RETAIN_QA_ROWS", 2)
+    splits = llm_evaluation_splits(rows, rows, prepare)
+    assert RETAIN_QA_ROWS == 400  # TOFU's retain_perturbed size; 2 here
+    assert set(splits) == {PARAPHRASED_SPLIT, PERTURBED_SPLIT, "retain_qa", "retain_qa_paraphrased",
+                           "retain_qa_perturbed"}  # fmt: skip
+    assert splits["retain_qa"]["prompt"] == ["Q1", "Q2"]
+    assert set(splits["retain_qa"].column_names) == {"prompt", "completion"}  # the answers themselves
+    assert splits["retain_qa_perturbed"]["completion"] == [" x", " y"]
+    # A retain set the caller gives wins; retain rows without the truth-ratio columns add none.
+    given = rows.select([2])
+    assert llm_evaluation_splits(rows, rows, prepare, {"retain_qa": given})["retain_qa"]["prompt"] == ["Q3"]
+    plain = rows.remove_columns(["paraphrased_completion", "perturbed_completions"])
+    assert set(llm_evaluation_splits(plain, plain, prepare)) == set()
 
 
 def test_generic_text_ships_with_the_package(tmp_path):
