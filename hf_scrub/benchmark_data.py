@@ -115,6 +115,15 @@ def _require(rows: datasets.Dataset, columns: Sequence[str], where: str, benchma
         )
 
 
+def _parts(forget: str, retain: str, holdout: str) -> tuple[tuple[str, str, str], ...]:
+    """(unlearning split, the benchmark's config or split holding it, the option that chose it)."""
+    return (
+        ("forget", forget, "--forget_split"),
+        ("retain", retain, "--retain_split"),
+        ("test", holdout, "--holdout_split"),
+    )
+
+
 # ---- TOFU ---------------------------------------------------------------------------------------------------------
 
 
@@ -166,11 +175,7 @@ def load_tofu(
     holdout_split = holdout_split or f"holdout{percent:02d}"
     names = _config_names(source, TOFU)
     parts = {}
-    for part, config, option in (
-        ("forget", forget_split, "--forget_split"),
-        ("retain", retain_split, "--retain_split"),
-        ("test", holdout_split, "--holdout_split"),
-    ):
+    for part, config, option in _parts(forget_split, retain_split, holdout_split):
         rows = _load(source, config, "train", names, option, TOFU)
         _require(rows, ("question", "answer"), f"config {config!r}", TOFU)
         parts[part] = rows
@@ -251,11 +256,7 @@ def load_muse(
     ``privleak_holdout`` (the passages of MUSE's membership-inference test)."""
     names = _config_names(source, MUSE)
     parts = {}
-    for part, split, option in (
-        ("forget", forget_split, "--forget_split"),
-        ("retain", retain_split, "--retain_split"),
-        ("test", holdout_split, "--holdout_split"),
-    ):
+    for part, split, option in _parts(forget_split, retain_split, holdout_split):
         rows = _load(source, "raw", split, names, option, MUSE)
         _require(rows, ("text",), f"the raw config's {split!r} split", MUSE)
         texts = rows["text"]
