@@ -14,7 +14,14 @@ Every method runs through `scripts/scrub.py` (hf_scrub.cli.main) with the causal
 preset), `--retrain_model_name_or_path` pointing at that seed's Retrain model, so each run's results hold the
 original, the unlearned and the Retrain columns with every LLM metric (hf_scrub.lm_evaluation), PrivLeak and forget
 quality included. Methods (METHODS): scrub (the CLI's defaults for a causal LM, i.e. the `llm` preset), scrub_demo
-(the LLM demo's one change: forget batches of 2; only with --methods), neggrad (gradient ascent), graddiff, npo.
+(the LLM demo's one change: forget batches of 2; only with --methods), neggrad (gradient ascent), graddiff, npo,
+simnpo, rmu (block 7 of SmolLM2's 30, OpenUnlearning's defaults otherwise).
+
+The columns are on the field's conventions (docs/design.md §21, hf_scrub/metrics/README.md): forget truth ratio =
+TOFU's mean(min(R, 1/R)) of geometric-mean truth ratios, forget quality = TOFU's KS p-value on them, model utility =
+TOFU's harmonic mean of the retain set's answer probability, ROUGE-L recall and truth ratio (the data has no
+real-authors or world-facts sets), PrivLeak = MUSE's formula on the Min-K% AUC (negative = still leaks), ROUGE-L =
+recall with stemming on answers of up to 200 new tokens.
 
     python benchmarks/quality.py --scenarios llm_facts           # 3 seeds (about an hour on 2 CPU cores)
     python benchmarks/quality.py --scenarios llm_facts --quick   # CI: seed 0, scrub only
@@ -50,8 +57,10 @@ METHODS: dict[str, list[str]] = {
     "neggrad": ["--method", "neggrad"],
     "graddiff": ["--method", "graddiff"],
     "npo": ["--method", "npo"],
+    "simnpo": ["--method", "simnpo"],
+    "rmu": ["--method", "rmu"],
 }
-DEFAULT_METHODS = ["scrub", "neggrad", "graddiff", "npo"]  # scrub_demo on request (--methods): ~3 min a run
+DEFAULT_METHODS = ["scrub", "neggrad", "graddiff", "npo", "simnpo", "rmu"]  # scrub_demo on request (--methods)
 QUICK_METHODS = ["scrub"]
 METHOD_ORDER = ["original", "retrain", *METHODS]
 # The combined distance to Retrain: mean absolute difference over these (all in [0, 1]).
@@ -64,8 +73,10 @@ COLUMNS = [
     ("retain_rouge_l_recall", "retain ROUGE-L", 1),
     ("forget_answer_probability", "forget P(ans)", 1),
     ("auc_min_k", "Min-K% AUC", 1),
-    ("privleak_min_k", "PrivLeak Min-K% %", 1),
+    ("privleak_min_k", "PrivLeak Min-K% % (MUSE)", 1),
+    ("forget_truth_ratio", "forget truth ratio (TOFU)", 1),
     ("forget_quality", "forget quality p", 1),
+    ("model_utility", "model utility (TOFU, retain)", 1),
     ("generic_perplexity_ratio", "generic ppl ratio", 1),
     ("distance_to_retrain", "dist. to Retrain", 1),
     ("seconds", "seconds", 1),
@@ -145,7 +156,7 @@ PLOTTED = [
     ("forget_answer_accuracy", "forgotten answers produced (%)", 100),
     ("retain_answer_accuracy", "kept answers produced (%)", 100),
     ("auc_min_k", "Min-K% AUC, forget vs holdout", 1),
-    ("forget_truth_ratio", "forget truth ratio", 1),
+    ("forget_truth_ratio", "forget truth ratio, mean min(R, 1/R)", 1),
     ("generic_perplexity_ratio", "generic perplexity / original's", 1),
 ]
 

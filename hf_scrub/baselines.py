@@ -6,6 +6,10 @@ evaluation as `ScrubTrainer`, so comparisons measure the methods, not the code a
 - `GradDiffTrainer`: each forget batch paired with a retain batch: ``-CE_forget + CE_retain``.
 - `NPOTrainer`: each forget batch paired with a retain batch: NPO's per-sequence loss against the frozen original
   (Zhang et al., 2024) ``+ retain_weight * CE_retain``.
+- `SimNPOTrainer`: the same pairing, SimNPO's reference-free loss on each forget sequence's mean NLL (Fan et al.,
+  2024) ``+ retain_weight * CE_retain``.
+- `RMUTrainer` (causal LMs only): the same pairing, one block's hidden states pulled to a random vector on forget
+  sequences and to the original's on retain sequences (Li et al., 2024).
 - `NegGradPlusTrainer`: each step pairs a retain and a forget batch: ``beta * CE_retain - (1 - beta) * CE_forget``.
 - `BadTeacherTrainer`: mixed batches distilled from the original model (retain examples) and from a randomly
   initialised copy (forget examples).
@@ -13,21 +17,32 @@ Retrain, the gold standard (train on the retain set from where the original star
 pretrained checkpoint it was fine-tuned from, `fresh_model_like`), is `FinetuneTrainer` on that fresh model; see
 `hf_scrub.pipeline`.
 
-The first four run on causal LMs too, per next-token position (`hf_scrub.lm_losses`): a cross-entropy term is the
-mean over its set's loss-carrying tokens in the step, NPO's forget term the mean over its forget sequences
-(`token_group_means`, `hf_scrub.schedule.weight_by_tokens`). NegGrad+ and Bad-Teacher are classifier-only: for
-causal LMs GradDiff and NPO are the field's counterparts.
+The first six run on causal LMs too, per next-token position (`hf_scrub.lm_losses`): a cross-entropy term is the
+mean over its set's loss-carrying tokens in the step, NPO's and SimNPO's forget terms and RMU's terms the mean over
+their set's sequences (`token_group_means`, `hf_scrub.schedule.weight_by_tokens`), with the same masks: only
+loss-carrying tokens count. NegGrad+ and Bad-Teacher are classifier-only: for causal LMs GradDiff, NPO, SimNPO and
+RMU are the field's counterparts.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import BadTeacherConfig, NegGradPlusConfig, NPOConfig, UnlearningConfig
-from .lm_losses import next_token_mask, npo_loss, sequence_log_likelihood, spread_over_tokens, token_terms
+from .config import BadTeacherConfig, NegGradPlusConfig, NPOConfig, RMUConfig, SimNPOConfig, UnlearningConfig
+from .lm_losses import (
+    next_token_mask,
+    npo_loss,
+    representation_distance,
+    sequence_log_likelihood,
+    simnpo_loss,
+    spread_over_tokens,
+    token_terms,
+)
 from .losses import bad_teacher_loss, cross_entropy_per_item, neggrad_plus_loss
 from .schedule import (
     GroupMean,
@@ -183,6 +198,128 @@ class NPOTrainer(_CrossEntropyBaseline):
         return torch.where(self.per_item(is_forget), forget_term, args.retain_weight * ce), outputs
 
 
+class SimNPOTrainer(_CrossEntropyBaseline):
+    """SimNPO (Fan et al., 2024) with a retain term, on paired steps like GradDiff and NPO, without a reference model.
+
+    Per forget sequence, `simnpo_loss` of its mean NLL over its loss-carrying tokens, averaged over the step's forget
+    sequences and weighted by ``forget_weight``; plus ``retain_weight`` times the retain cross-entropy, averaged over
+    the step's retain tokens (OpenUnlearning's SimNPO). For a classifier a sequence is one example.
+    """
+
+    method_name = "simnpo"
+    config_class = SimNPOConfig
+    token_group_means = {Phase.FORGET: GroupMean.SEQUENCES, Phase.RETAIN: GroupMean.TOKENS}
+
+    def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
+        return self.forget_paired_schedule(num_forget, num_retain)
+
+    def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
+        args: SimNPOConfig = self.args
+        outputs = model(**inputs)
+        is_forget = tags.sources == Phase.FORGET
+        ce = self.cross_entropy(outputs.logits, tags.labels)
+        mean_nll = ce.sum(-1) / next_token_mask(tags.labels).sum(-1).clamp(min=1) if self.token_level else ce
+        simnpo = simnpo_loss(mean_nll, args.simnpo_beta, args.simnpo_delta)
+        self.record_metric("forget_simnpo", simnpo, tags.real & is_forget)
+        self.record_metric("forget_ce", ce, self.counted(tags, is_forget))
+        self.record_metric("retain_ce", ce, self.counted(tags, ~is_forget))
+        forget_term = args.forget_weight * (spread_over_tokens(simnpo, tags.labels) if self.token_level else simnpo)
+        return torch.where(self.per_item(is_forget), forget_term, args.retain_weight * ce), outputs
+
+
+def transformer_block(model: nn.Module, index: int) -> nn.Module:
+    """Block `index` of a transformer: the model's (first) `nn.ModuleList` with ``config.num_hidden_layers`` entries
+    (``model.layers`` for Llama, Qwen or Mistral, ``transformer.h`` for GPT-2), found the same way through peft,
+    DDP or DeepSpeed wrappers."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    blocks = next(
+        (module for _, module in model.named_modules() if isinstance(module, nn.ModuleList) and len(module) == count),
+        None,
+    )
+    if blocks is None:
+        raise ValueError(
+            "--method rmu steers the hidden states of one transformer block, and this model's blocks were not found "
+            "(no nn.ModuleList of config.num_hidden_layers modules)."
+        )
+    if not 0 <= index < len(blocks):
+        raise ValueError(
+            f"--rmu_layer {index}: the model has {len(blocks)} transformer blocks (0..{len(blocks) - 1}). Pick one of "
+            "them (RMU's authors steer an early-middle block, e.g. 7 of 32)."
+        )
+    return blocks[index]
+
+
+@contextlib.contextmanager
+def captured_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collects `module`'s output (its hidden states: the first element of a tuple) in every forward inside the
+    block, with PyTorch's public forward hooks."""
+    outputs: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+class RMUTrainer(_CrossEntropyBaseline):
+    """RMU (Li et al., 2024, representation misdirection for unlearning), causal LMs only, on paired steps.
+
+    The hidden states that block `rmu_layer` outputs for a forget sequence are pulled towards ``c u`` (u a random
+    unit vector drawn once from the run's seed, uniform in [0, 1) per dimension and normalised, as OpenUnlearning
+    draws it; c = `rmu_steering_coeff`), those of a retain sequence towards the frozen original model's: each
+    sequence's `representation_distance` over its loss-carrying tokens, each set averaged over its sequences in the
+    step (OpenUnlearning's RMU), weighted by ``forget_weight`` and ``retain_weight``. The original is built as
+    SCRUB's teacher (adapters disabled for fresh LoRA, otherwise a frozen copy); every trainable parameter trains
+    (OpenUnlearning's default), those above the block get no gradient from this loss.
+    """
+
+    method_name = "rmu"
+    config_class = RMUConfig
+    token_group_means = {Phase.FORGET: GroupMean.SEQUENCES, Phase.RETAIN: GroupMean.SEQUENCES}
+
+    def setup_original(self, model: nn.Module, args: RMUConfig, num_labels: int | None) -> None:
+        if not is_causal_lm(model):
+            raise ValueError(
+                "--method rmu steers a causal language model's hidden states; for classifiers use scrub or another "
+                "baseline."
+            )
+        self.block = transformer_block(model, args.rmu_layer)
+        self.teacher = build_teacher(model, None)
+        generator = torch.Generator().manual_seed(args.seed)
+        direction = torch.rand(model.config.hidden_size, generator=generator)
+        self.control_vector = direction / direction.norm() * args.rmu_steering_coeff
+
+    def place_teachers(self) -> None:
+        self.teacher.prepare(self.accelerator)
+        # A frozen copy has its own blocks; the adapter-switching teachers run the student's own.
+        frozen = isinstance(self.teacher, FrozenTeacher)
+        self.teacher_block = transformer_block(self.teacher.module, self.args.rmu_layer) if frozen else self.block
+
+    def build_schedule(self, num_forget: int, num_retain: int) -> list[OptimizerStep]:
+        return self.forget_paired_schedule(num_forget, num_retain)
+
+    def unlearning_loss(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
+        args: RMUConfig = self.args
+        is_forget = tags.sources == Phase.FORGET
+        with captured_output(self.block) as student_states:
+            outputs = model(**inputs)
+        hidden = student_states[0]
+        targets = self.control_vector.to(hidden.device).expand_as(hidden)
+        if (tags.real & ~is_forget).any():  # the original's hidden states, the retain rows' targets
+            with captured_output(self.teacher_block) as reference_states:
+                self.teacher.logits(model, inputs)
+            targets = torch.where(is_forget[:, None, None], targets, reference_states[0].detach().to(hidden.dtype))
+        distance = representation_distance(hidden, targets, tags.labels)
+        self.record_metric("forget_rmu", distance, tags.real & is_forget)
+        self.record_metric("retain_rmu", distance, tags.real & ~is_forget)
+        weighted = torch.where(is_forget, args.forget_weight * distance, args.retain_weight * distance)
+        return spread_over_tokens(weighted, tags.labels), outputs
+
+
 class NegGradPlusTrainer(UnlearningTrainer):
     """NegGrad+: one pass over the retain set per epoch, each retain batch paired with a forget batch."""
 
@@ -290,6 +427,8 @@ METHODS: dict[str, tuple[type[UnlearningTrainer], type[UnlearningConfig]]] = {
     "neggrad": (NegGradTrainer, UnlearningConfig),
     "graddiff": (GradDiffTrainer, UnlearningConfig),
     "npo": (NPOTrainer, NPOConfig),
+    "simnpo": (SimNPOTrainer, SimNPOConfig),
+    "rmu": (RMUTrainer, RMUConfig),
     "neggrad_plus": (NegGradPlusTrainer, NegGradPlusConfig),
     "bad_teacher": (BadTeacherTrainer, BadTeacherConfig),
 }

@@ -136,6 +136,9 @@ class _Metric:
 
 
 _MIA_DATASET = "forget set vs. held-out data of the same distribution"
+_MUSE_MIA_DATASET = "MUSE privleak forget vs. holdout"
+_TOFU_UTILITY_SETS = (("retain_qa", "retain set"), ("real_authors", "real authors"), ("world_facts", "world facts"))
+_MIA_SCORES = (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-K%"), ("min_k_plus_plus", "Min-K%++"))
 
 METRICS: dict[str, _Metric] = {
     "forget_accuracy": _Metric(
@@ -219,16 +222,61 @@ METRICS: dict[str, _Metric] = {
         f"auc_{score}": _Metric(
             f"MIA ROC AUC ({label})", _MIA_DATASET, "forget", "close to Retrain's (0.5: no leak)", unit="raw"
         )
-        for score, label in (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-K%"), ("min_k_plus_plus", "Min-K%++"))
+        for score, label in _MIA_SCORES
     },
     **{
-        f"privleak_{score}": _Metric(
-            f"PrivLeak ({label})", _MIA_DATASET, "forget", "close to 0 % (as leaky as Retrain)", unit="percent"
+        f"{prefix}privleak_{score}": _Metric(
+            f"PrivLeak ({label}{where})",
+            dataset,
+            "forget",
+            "close to 0 % (as leaky as Retrain; negative: the forget set still stands out, MUSE's sign)",
+            unit="percent",
         )
-        for score, label in (("loss", "LOSS"), ("zlib", "zlib"), ("min_k", "Min-K%"), ("min_k_plus_plus", "Min-K%++"))
+        for prefix, where, dataset in (("", "", _MIA_DATASET), ("muse_", ", MUSE privleak split", _MUSE_MIA_DATASET))
+        for score, label in _MIA_SCORES
+    },
+    **{
+        f"muse_auc_{score}": _Metric(
+            f"MIA ROC AUC ({label}, MUSE privleak split)",
+            _MUSE_MIA_DATASET,
+            "forget",
+            "close to Retrain's",
+            unit="raw",
+        )
+        for score, label in _MIA_SCORES
     },
     "forget_truth_ratio": _Metric(
-        "Forget truth ratio", "forget set", "forget", "close to Retrain's (P(wrong) / P(right))", unit="raw"
+        "Forget truth ratio (TOFU: mean of min(R, 1/R))",
+        "forget set",
+        "forget",
+        "close to Retrain's (1: right and wrong answers equally likely)",
+        unit="raw",
+    ),
+    **{
+        key: _Metric(f"TOFU {set_name} ({what})", f"TOFU {set_name}", name, "close to Original's", unit=unit)
+        for name, set_name in _TOFU_UTILITY_SETS
+        for key, what, unit in (
+            (f"{name}_answer_probability", "answer probability", "raw"),
+            (f"{name}_normalised_probability", "P(right) / P(all options)", "raw"),
+            (f"{name}_rouge_l_recall", "ROUGE-L recall", "fraction"),
+            (f"{name}_truth_ratio", "truth ratio, mean of max(0, 1 - R)", "raw"),
+        )
+    },
+    "model_utility": _Metric(
+        "Model utility (TOFU: harmonic mean)",
+        "TOFU retain / real authors / world facts",
+        "retain",
+        "close to Original's",
+        unit="raw",
+    ),  # fmt: skip
+    "knowmem_forget_rouge_l_f1": _Metric(
+        "KnowMem on forget set (MUSE, ROUGE-L F1)", "MUSE knowmem forget_qa", "forget", "close to Retrain's"
+    ),
+    "knowmem_retain_rouge_l_f1": _Metric(
+        "KnowMem on retain set (MUSE, ROUGE-L F1)", "MUSE knowmem retain_qa", "retain", "close to Original's"
+    ),
+    "verbmem_forget_rouge_l_f1": _Metric(
+        "VerbMem on forget set (MUSE, ROUGE-L F1)", "MUSE verbmem forget", "forget", "close to Retrain's"
     ),
     "forget_quality": _Metric(
         "Forget quality (KS p-value vs Retrain)",

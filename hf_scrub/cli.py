@@ -51,7 +51,8 @@ HELP_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Data": (
         "The data set the model was trained on and how to read it.",
         ("dataset_name", "dataset_config_name", "task", "image_column", "text_column", "label_column")
-        + ("train_split", "test_split", "test_size", "max_length"),
+        + ("train_split", "test_split", "test_size", "max_length")
+        + ("benchmark", "forget_split", "retain_split", "holdout_split", "benchmark_prompt_format"),
     ),
     "Model and method": (
         "The original model and the unlearning method.",

@@ -435,3 +435,69 @@ class NPOConfig(UnlearningConfig):
             raise ValueError(f"npo_beta must be a positive number, got {self.npo_beta}.")
         if not math.isfinite(self.retain_weight) or self.retain_weight < 0:
             raise ValueError(f"retain_weight must be a finite number >= 0, got {self.retain_weight}.")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value}.")
+
+
+def _check_weight(name: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+
+
+@dataclass
+class SimNPOConfig(UnlearningConfig):
+    """SimNPO (Fan et al., 2024): each step pairs a forget and a retain batch, ``forget_weight * mean over forget
+    sequences of -(2 / simnpo_beta) * logsigmoid(simnpo_beta * (NLL / |y| - simnpo_delta)) + retain_weight *
+    CE_retain``, with no reference model. The defaults are OpenUnlearning's TOFU settings."""
+
+    simnpo_beta: float = field(
+        default=4.5,
+        metadata={"help": "SimNPO's inverse temperature beta on the length-normalised NLL of a forget sequence."},
+    )
+    simnpo_delta: float = field(
+        default=0.0,
+        metadata={"help": "SimNPO's margin on the mean NLL (the paper's gamma is simnpo_beta x simnpo_delta)."},
+    )
+    forget_weight: float = field(default=0.125, metadata={"help": "Weight of the forget term (SimNPO's gamma)."})
+    retain_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the retain cross-entropy (the NLL per retain token)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive("simnpo_beta", self.simnpo_beta)
+        if not math.isfinite(self.simnpo_delta):
+            raise ValueError(f"simnpo_delta must be a finite number, got {self.simnpo_delta}.")
+        _check_weight("forget_weight", self.forget_weight)
+        _check_weight("retain_weight", self.retain_weight)
+
+
+@dataclass
+class RMUConfig(UnlearningConfig):
+    """RMU (Li et al., 2024, "The WMDP Benchmark"): representation misdirection at one transformer block. Each step
+    pairs a forget and a retain batch, ``forget_weight * mean over forget sequences of MSE(h_l, c u) + retain_weight *
+    mean over retain sequences of MSE(h_l, h_l of the frozen original)``, with u a fixed random unit vector and c
+    `rmu_steering_coeff`. The defaults are OpenUnlearning's (block 7, c = 2, both weights 1)."""
+
+    rmu_layer: int = field(
+        default=7, metadata={"help": "The transformer block (0-based) whose output hidden states RMU steers."}
+    )
+    rmu_steering_coeff: float = field(
+        default=2.0,
+        metadata={"help": "Norm c of the random target vector of the forget set's hidden states (RMU's steering)."},
+    )
+    forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget (misdirection) term."})
+    retain_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the retain term (distance to the original's hidden states)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.rmu_layer, bool) or not isinstance(self.rmu_layer, int) or self.rmu_layer < 0:
+            raise ValueError(f"rmu_layer must be a block index >= 0, got {self.rmu_layer!r}.")
+        _check_positive("rmu_steering_coeff", self.rmu_steering_coeff)
+        _check_weight("forget_weight", self.forget_weight)
+        _check_weight("retain_weight", self.retain_weight)

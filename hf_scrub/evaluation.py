@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from transformers import Trainer
 
-from .lm_evaluation import llm_report
+from .lm_evaluation import answer_scoring, llm_report
 from .lm_metrics import NUM_TOKEN_STATISTICS, greedy_completions, token_statistics
 from .losses import IGNORE_INDEX
 from .metrics.functional import membership_inference_attack, per_example_cross_entropy, unlearning_accuracy
@@ -149,9 +149,9 @@ def evaluate_model(
     trainer: Trainer, datasets: Mapping[str, Any], forget_classes: Sequence[int] = (), seed: int = 0
 ) -> dict[str, Any]:
     """`predict_splits` then `unlearning_report` for the trainer's current model; for a causal LM also the LLM
-    evidence of `hf_scrub.lm_evaluation.llm_report` (answer probability, greedy answer match and ROUGE-L recall per
-    split, membership AUCs, truth ratios, generic perplexity), from the extra splits `datasets` may hold
-    (`hf_scrub.lm_evaluation.PARAPHRASED_SPLIT`, `PERTURBED_SPLIT`, `GENERIC_SPLIT`).
+    evidence of `hf_scrub.lm_evaluation.llm_report` (answer probability, greedy answer match and ROUGE-L per
+    split, membership AUCs, truth ratios, model utility, generic perplexity), from the extra splits `datasets` may
+    hold (`hf_scrub.lm_evaluation.llm_evaluation_splits`).
 
     To evaluate another model (e.g. a retrained one) with the same batching, precision and processes, pass
     `prediction_trainer(model, trainer.args, trainer.data_collator)`.
@@ -169,15 +169,19 @@ def evaluate_model(
             ),
             0,  # prompts are left-padded under an attention mask of 0: the id does not matter
         )
-        generated: dict[int, Any] = {}  # one split passed under two names is generated from once
+        generated: dict[tuple[int, int], Any] = {}  # one split passed under two names is generated from once
         completions = {}
-        for name in SPLITS:
-            if name in predictions:
-                dataset = datasets[name]
-                if id(dataset) not in generated:
-                    batch_size = trainer.args.per_device_eval_batch_size
-                    generated[id(dataset)] = greedy_completions(model, dataset, pad_token_id, batch_size)
-                completions[name] = generated[id(dataset)]
+        for name in predictions:
+            scoring = answer_scoring(name)  # each benchmark's own generation budget (docs/design.md §21)
+            if scoring is None:
+                continue
+            key = (id(datasets[name]), scoring.max_new_tokens)
+            if key not in generated:
+                batch_size = trainer.args.per_device_eval_batch_size
+                generated[key] = greedy_completions(
+                    model, datasets[name], pad_token_id, batch_size, max_new_tokens=scoring.max_new_tokens
+                )
+            completions[name] = generated[key]
         report.update(llm_report(predictions, completions, trainer.processing_class, SPLITS))
     return report
 

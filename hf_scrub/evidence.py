@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 REPORTED_HYPERPARAMETERS = (
     "schedule",
     "npo_beta",
+    "simnpo_beta",
+    "simnpo_delta",
+    "rmu_layer",
+    "rmu_steering_coeff",
+    "forget_weight",
     "retain_weight",
     "alpha",
     "gamma",

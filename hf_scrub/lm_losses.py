@@ -205,3 +205,28 @@ def spread_over_tokens(per_sequence: torch.Tensor, labels: torch.Tensor) -> torc
     mask = next_token_mask(labels)
     tokens = mask.sum(-1, keepdim=True).clamp(min=1)
     return per_sequence[:, None] * mask / tokens
+
+
+def simnpo_loss(mean_nll: torch.Tensor, beta: float = 4.5, delta: float = 0.0) -> torch.Tensor:
+    """SimNPO per sequence (Fan et al., 2024, "Simplicity Prevails"), as OpenUnlearning computes it:
+    ``-(2 / beta) * logsigmoid(beta * (mean_nll - delta))``, in float32.
+
+    NPO without the reference model: the sequence's log-likelihood is replaced by its length-normalised NLL (the
+    mean over its loss-carrying tokens), so long and short answers are pushed alike, and the push fades as the NLL
+    passes `delta` (the paper's margin gamma is ``beta * delta``).
+    """
+    return -(2.0 / beta) * F.logsigmoid(beta * (mean_nll.float() - delta))
+
+
+def representation_distance(hidden_states: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B,)``: RMU's distance per sequence, the mean over its loss-carrying tokens of the mean squared difference
+    (over the hidden dimensions) between a layer's hidden states and their targets, in float32.
+
+    The hidden state of token ``j`` counts when ``labels[:, j]`` is not -100 (the answer's tokens themselves, as
+    OpenUnlearning's RMU masks them; position 0, which carries no loss anywhere here, never counts). `targets`
+    broadcasts against ``hidden_states`` (``(B, L, H)``): RMU's scaled random vector on the forget set, the frozen
+    original model's hidden states on the retain set.
+    """
+    squared = (hidden_states.float() - targets.float()).square().mean(-1)[:, 1:]
+    mask = next_token_mask(labels)
+    return (squared * mask).sum(-1) / mask.sum(-1).clamp(min=1)

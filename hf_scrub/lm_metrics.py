@@ -9,8 +9,9 @@
 - :func:`greedy_completions` is what the model *says*: next-token accuracy is measured with the reference in the
   context (teacher forcing), while a deletion request is about what the model produces on its own. From its
   output come the answer match rate (the reference reproduced token for token, end-of-sequence included) and the
-  ROUGE-L recall of the answer. Prompts are the unlabelled prefix of each tokenized row, the reference the labelled
-  rest (docs/design.md §19).
+  ROUGE-L of the answer, generated as the field does: up to 200 new tokens, stopped at the end-of-sequence token
+  (docs/design.md §21). Prompts are the unlabelled prefix of each tokenized row, the reference the labelled rest
+  (docs/design.md §19).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .lm_losses import DEFAULT_CHUNK_SIZE
 from .losses import IGNORE_INDEX
 
 MAX_GENERATION_EXAMPLES = 200  # per split: enough for a percentage, bounded cost on large splits
+MAX_NEW_TOKENS = 200  # TOFU's and OpenUnlearning's generation budget for an answer (docs/design.md §21)
 NUM_TOKEN_STATISTICS = 4  # per position: argmax, log-probability of the label, mu and sigma (see token_statistics)
 
 
@@ -71,31 +73,57 @@ def prompt_and_reference(row: dict[str, Any]) -> tuple[list[int], list[int]] | N
 
 @dataclass
 class Completion:
-    """One row's greedy continuation of its prompt (as many tokens as its reference) and the reference."""
+    """One row's greedy continuation of its prompt and the reference completion.
+
+    ``generated`` holds the continuation up to and including its first end-of-sequence token (or all of it when
+    none came), at least as long as the reference allows to compare.
+    """
 
     generated: list[int]
     reference: list[int]
 
     @property
     def matches(self) -> bool:
-        """Whether the reference is reproduced token for token (its end-of-sequence token included)."""
-        return self.generated == self.reference
+        """Whether the continuation starts with the reference, token for token (its end-of-sequence token
+        included): what the model says, not just what it would say next under teacher forcing."""
+        return self.generated[: len(self.reference)] == self.reference
+
+
+def _stop_ids(model: Any) -> set[int]:
+    """The ids that end a generation: the generation config's end-of-sequence token(s), else the model config's."""
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        value = getattr(source, "eos_token_id", None)
+        if value is not None:
+            return {int(value)} if isinstance(value, int) else {int(token) for token in value}
+    return set()
+
+
+def _cut_after_stop(ids: list[int], stop: set[int]) -> list[int]:
+    return next((ids[: index + 1] for index, token in enumerate(ids) if token in stop), ids)
 
 
 @torch.no_grad()
 def greedy_completions(
-    model: Any, dataset: Any, pad_token_id: int, batch_size: int = 16, max_examples: int = MAX_GENERATION_EXAMPLES
+    model: Any,
+    dataset: Any,
+    pad_token_id: int,
+    batch_size: int = 16,
+    max_examples: int = MAX_GENERATION_EXAMPLES,
+    max_new_tokens: int | None = MAX_NEW_TOKENS,
 ) -> list[Completion] | None:
     """Greedy continuations of (the first `max_examples`) rows' prompts, or None when the rows have no
     prompt/completion structure.
 
-    In eval mode, prompts left-padded so that every row continues from its own last token; generation stops at the
-    batch's longest reference, and each row's continuation is cut to its own reference's length.
+    In eval mode, prompts left-padded so that every row continues from its own last token. Each batch generates up
+    to `max_new_tokens` tokens, or its longest reference if that is longer (so the answer match can always be
+    decided), and each row's continuation is cut after its first end-of-sequence token. `max_new_tokens=None`
+    generates exactly as many tokens as each reference has (hf_scrub's ROUGE-L before docs/design.md §21).
     """
     pairs = [prompt_and_reference(dataset[i]) for i in range(min(len(dataset), max_examples))]
     if not pairs or any(pair is None for pair in pairs):
         return None
     device = next(model.parameters()).device
+    stop = _stop_ids(model)
     was_training = model.training
     model.eval()
     completions = []
@@ -108,17 +136,18 @@ def greedy_completions(
             for row, (prompt, _) in enumerate(batch):
                 input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
                 attention_mask[row, width - len(prompt) :] = 1
+            longest = max(len(reference) for _, reference in batch)
             generated = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                max_new_tokens=max(len(reference) for _, reference in batch),
+                max_new_tokens=longest if max_new_tokens is None else max(max_new_tokens, longest),
                 do_sample=False,
                 pad_token_id=pad_token_id,
             )[:, width:].cpu()
-            completions += [
-                Completion(generated[row, : len(reference)].tolist(), reference)
-                for row, (_, reference) in enumerate(batch)
-            ]
+            for row, (_, reference) in enumerate(batch):
+                ids = generated[row].tolist()
+                ids = ids[: len(reference)] if max_new_tokens is None else _cut_after_stop(ids, stop)
+                completions.append(Completion(ids, reference))
     finally:
         model.train(was_training)
     return completions

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import TrainerCallback, set_seed
 
 from .baselines import METHODS, check_retrain_start, fresh_model_like
+from .benchmark_data import BENCHMARKS, HUB_IDS, TOFU, BenchmarkData, load_muse, load_tofu
 from .config import UnlearningConfig
 from .data import (
     UnlearningSplits,
@@ -34,7 +35,7 @@ from .evaluation import evaluate_model, prediction_trainer
 from .evidence import save_unlearning_report
 from .hub import push_folder_to_hub
 from .lm_data import detect_lm_format
-from .lm_evaluation import GENERIC_SPLIT, generic_text, truth_ratio_splits
+from .lm_evaluation import GENERIC_SPLIT, generic_text, llm_evaluation_splits
 from .output import (
     RESULTS_FILE,
     RequestStamp,
@@ -67,8 +68,8 @@ class ScriptArguments:
         default="scrub",
         metadata={
             "help": "Unlearning method: scrub, or a baseline: retrain (on the retain set, from the original's "
-            "starting point), finetune, neggrad (gradient ascent), graddiff, npo, neggrad_plus, bad_teacher (the "
-            "last two: classifiers only)."
+            "starting point), finetune, neggrad (gradient ascent), graddiff, npo, simnpo, rmu (causal LMs only), "
+            "neggrad_plus, bad_teacher (the last two: classifiers only)."
         },
     )
     retrain_init_from: str | None = field(
@@ -191,6 +192,40 @@ class ScriptArguments:
             "help": "With --use_peft: also write the adapters merged into the base model to <output_dir>/merged."
         },
     )
+    benchmark: str | None = field(
+        default=None,
+        metadata={
+            "help": "tofu or muse: read --dataset_name (default: the benchmark's Hub id, locuslab/TOFU or "
+            "muse-bench/MUSE-News) in the benchmark's published layout, the forget, retain and held-out rows from "
+            "its configs (--forget_split, --retain_split, --holdout_split), and report its metrics too (TOFU's model "
+            "utility, MUSE's knowmem / verbmem ROUGE and privleak)."
+        },
+    )
+    forget_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "--benchmark: the forget set: TOFU's config (forget01, forget05, forget10; default forget10) or "
+            "MUSE's raw split (default forget)."
+        },
+    )
+    retain_split: str | None = field(
+        default=None,
+        metadata={"help": "--benchmark: the retain set (TOFU: the complement, forget10 -> retain90; MUSE: retain1)."},
+    )
+    holdout_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "--benchmark: held-out rows never trained on (TOFU: forget10 -> holdout10; MUSE: holdout), the "
+            "forget-validation set of the membership attacks."
+        },
+    )
+    benchmark_prompt_format: str = field(
+        default="chat",
+        metadata={
+            "help": "--benchmark tofu: chat (each question a user message and its answer the assistant's, rendered "
+            "by the tokenizer's chat template, as for instruct models) or plain ('Question: ...' / 'Answer: ...')."
+        },
+    )
 
 
 def load_any_dataset(name: str, config_name: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
@@ -296,6 +331,55 @@ def build_splits(script_args: ScriptArguments, seed: int) -> tuple[UnlearningSpl
     return splits, task
 
 
+def load_benchmark(script_args: ScriptArguments) -> BenchmarkData | None:
+    """`--benchmark tofu|muse`: the benchmark's published configs read into forget / retain / held-out rows and its
+    evaluation sets (`hf_scrub.benchmark_data`), every check done before the model loads; None without it."""
+    given = [f"--{name}" for name in ("forget_split", "retain_split", "holdout_split") if getattr(script_args, name)]
+    benchmark = script_args.benchmark
+    if benchmark is None:
+        if given:
+            raise ValueError(f"{', '.join(given)} name a benchmark's configs: pass --benchmark tofu or muse too.")
+        return None
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"Unknown --benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}.")
+    selection = {
+        "--forget_classes": script_args.forget_classes,
+        "--num_forget_examples": script_args.num_forget_examples,
+        "--forget_indices_file": script_args.forget_indices_file,
+        "--forget_column": script_args.forget_column,
+        "--id_column": script_args.id_column,
+    }
+    conflicting = [option for option, value in selection.items() if value]
+    if conflicting:
+        raise ValueError(
+            f"--benchmark {benchmark} takes its forget set from --forget_split; drop {', '.join(conflicting)}."
+        )
+    if script_args.task not in (None, CAUSAL_LM):
+        raise ValueError(f"--benchmark {benchmark} unlearns a causal LM; drop --task {script_args.task}.")
+    source = script_args.dataset_name or HUB_IDS[benchmark]
+    if benchmark == TOFU:
+        return load_tofu(
+            source,
+            script_args.forget_split or "forget10",
+            script_args.retain_split,
+            script_args.holdout_split,
+            script_args.benchmark_prompt_format,
+        )
+    if script_args.text_column != "text":
+        raise ValueError("--benchmark muse reads MUSE's `text` column; drop --text_column.")
+    # MUSE's documents are cut into --max_length chunks (room left for the BOS and EOS tokens) with the tokenizer.
+    chunk = None if script_args.max_length is None else max(1, script_args.max_length - 2)
+    tokenizer = load_processor(script_args.model_name_or_path, CAUSAL_LM)
+    return load_muse(
+        source,
+        script_args.forget_split or "forget",
+        script_args.retain_split or "retain1",
+        script_args.holdout_split or "holdout",
+        tokenizer,
+        chunk,
+    )
+
+
 def check_schedule_supported(config: UnlearningConfig) -> None:
     """The goal-driven schedule (the CLI's default) is refused under DeepSpeed and FSDP before the model loads; the
     trainer refuses it too, but only once the model is loaded (docs/design.md §18)."""
@@ -351,7 +435,7 @@ def check_causal_lm_method(script_args: ScriptArguments, config: UnlearningConfi
         raise ValueError(
             f"--method {script_args.method} is not available for causal language models (it is defined on class "
             "predictions); use --method graddiff (gradient ascent on the forget set plus descent on the retain set) "
-            "or --method npo, the field's LLM counterparts, or scrub, neggrad, finetune, retrain."
+            "or --method npo, simnpo or rmu, the field's LLM counterparts, or scrub, neggrad, finetune, retrain."
         )
     if script_args.method == "retrain":
         check_retrain_start(causal_lm=True, init_from=script_args.retrain_init_from)
@@ -418,9 +502,15 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     if config.learning_rate == 0:
         logger.warning("learning_rate is 0: no step changes the model, so the 'unlearned' model is the original.")
     set_seed(config.seed)
-    splits, task = build_splits(script_args, config.seed)
+    benchmark = load_benchmark(script_args)
+    if benchmark is None:
+        splits, task = build_splits(script_args, config.seed)
+    else:
+        splits, task = benchmark.unlearning_splits(config.seed), CAUSAL_LM
     if task == CAUSAL_LM:
         check_causal_lm_method(script_args, config)
+    elif script_args.method == "rmu":
+        raise ValueError("--method rmu steers a causal LM's hidden states; for a classifier use scrub or a baseline.")
     if config.rewind and len(splits.forget_validation) == 0:
         raise ValueError(
             "--rewind true (SCRUB+R) needs held-out examples of the forget set's classes, and there are none (a whole "
@@ -441,7 +531,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         # The image transform needs the raw image column, which the Trainer would otherwise drop before it runs.
         config.remove_unused_columns = False
 
-    def prepare(split: datasets.Dataset) -> datasets.Dataset:
+    def prepare(split: datasets.Dataset, max_length: int | None = script_args.max_length) -> datasets.Dataset:
         return prepare_dataset(
             split,
             task,
@@ -449,7 +539,7 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
             image_column=script_args.image_column,
             text_column=script_args.text_column,
             label_column=script_args.label_column,
-            max_length=script_args.max_length,
+            max_length=max_length,
         )
 
     eval_splits = {
@@ -461,7 +551,8 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
     same = splits.forget_validation is splits.test
     eval_splits["forget_validation"] = eval_splits["test"] if same else prepare(splits.forget_validation)
     if task == CAUSAL_LM:  # the LLM evidence's own inputs (hf_scrub.lm_evaluation; docs/design.md §20)
-        eval_splits |= truth_ratio_splits(splits.forget, prepare)
+        sets = benchmark.evaluation_sets if benchmark is not None else None
+        eval_splits |= llm_evaluation_splits(splits.forget, splits.retain, prepare, sets)
         generic = generic_text(script_args.generic_text_file, script_args.text_column)
         # Whole paragraphs (--max_length is for the unlearning data): the perplexity of the text as written.
         eval_splits[GENERIC_SPLIT] = prepare_dataset(generic, task, processor, text_column=script_args.text_column)
@@ -521,6 +612,8 @@ def run_unlearning(script_args: ScriptArguments, config: UnlearningConfig) -> di
         retrain_trainer = prediction_trainer(retrain_model, config, collator, processor)
         reports["retrain"] = evaluate_model(retrain_trainer, eval_splits, splits.forget_classes, config.seed)
     extra: dict[str, Any] = {"unlearning_seconds": round(unlearning_seconds, 3)}
+    if benchmark is not None:
+        extra |= {"dataset": benchmark.source, "benchmark": benchmark.describe()}
     if resume:
         extra["resumed_from"] = Path(resume["path"]).name
     if script_args.relearn_time:

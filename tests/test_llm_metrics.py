@@ -1,4 +1,7 @@
-"""Tests for hf_scrub.metrics.llm: known answers on hand-made token statistics, and the `evaluate` modules."""
+"""Tests for hf_scrub.metrics.llm: known answers on hand-made token statistics, and the `evaluate` modules.
+
+Every convention of the field (docs/design.md §21) has a case built so that it and hf_scrub's earlier formula give
+different numbers: a silent change of either default fails here."""
 
 from __future__ import annotations
 
@@ -21,10 +24,14 @@ from hf_scrub.metrics import (
     membership_scores,
     min_k_plus_plus_score,
     min_k_score,
+    model_utility,
+    normalised_probability,
     perplexity,
     privleak,
+    rouge_l,
     rouge_l_recall,
     truth_ratio,
+    truth_ratio_aggregate,
     zlib_score,
 )
 
@@ -35,13 +42,19 @@ PAD = np.nan
 # token-level scores
 
 
-def test_min_k_averages_the_lowest_fraction_of_scored_tokens():
+def test_min_k_averages_the_lowest_fraction_of_scored_tokens_without_the_final_one():
     log_probs = np.array([[-0.1, -2.0, -0.5, -3.0, -0.2, PAD], [-1.0, -4.0, PAD, -2.0, -np.inf, 5.0]])
     mask = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 1, 0, 0]], dtype=bool)
-    # Row 0: 5 tokens, int(0.4 * 5) = 2 lowest -> (-3 - 2) / 2. Row 1: 3 tokens, int(1.2) = 1 -> -4.
-    np.testing.assert_allclose(min_k_score(log_probs, mask), [-2.5, -4.0])
-    np.testing.assert_allclose(min_k_score(log_probs, mask, k=1.0), [-5.8 / 5, -7.0 / 3])
+    # The field's convention: each row's last scored token (a completion's EOS prediction) is not ranked.
+    # Row 0: 4 tokens left, int(0.4 * 4) = 1 lowest -> -3. Row 1: 2 tokens left, at least 1 -> -4.
+    np.testing.assert_allclose(min_k_score(log_probs, mask), [-3.0, -4.0])
+    np.testing.assert_allclose(min_k_score(log_probs, mask, k=1.0), [-5.6 / 4, -5.0 / 2])
     np.testing.assert_allclose(min_k_score(log_probs, mask, k=0.1), [-3.0, -4.0])  # at least one token
+    # hf_scrub's earlier convention ranks it too: 5 tokens, int(2.0) = 2 lowest -> (-3 - 2) / 2.
+    np.testing.assert_allclose(min_k_score(log_probs, mask, include_final_token=True), [-2.5, -4.0])
+    np.testing.assert_allclose(min_k_score(log_probs, mask, k=1.0, include_final_token=True), [-5.8 / 5, -7.0 / 3])
+    # A row with one scored token keeps it (with none its score would be undefined).
+    np.testing.assert_allclose(min_k_score(np.array([[-0.7, PAD]]), np.array([[True, False]])), [-0.7])
 
 
 def test_min_k_plus_plus_standardises_by_the_model_distribution():
@@ -58,12 +71,21 @@ def test_min_k_plus_plus_standardises_by_the_model_distribution():
     assert positions[0][1:] == pytest.approx((-1.5 * math.log(2), 0.5 * math.log(2)))
     log_probs, mu, sigma = (np.array([[*column, PAD]]) for column in zip(*positions, strict=True))
     mask = np.array([[True, True, True, False]])
+    # The final token (here the one-hot position, score 0) is not ranked: +1 and -1 are.
     np.testing.assert_allclose(min_k_plus_plus_score(log_probs, mu, sigma, mask, k=1.0), [0.0], atol=1e-12)
-    np.testing.assert_allclose(min_k_plus_plus_score(log_probs, mu, sigma, mask, k=0.4), [-1.0])  # 1 of 3 tokens
-    np.testing.assert_allclose(min_k_plus_plus_score(log_probs, mu, sigma, mask, k=2 / 3), [-0.5])  # (-1 + 0) / 2
+    np.testing.assert_allclose(min_k_plus_plus_score(log_probs, mu, sigma, mask, k=2 / 3), [-1.0])  # 1 of 2
+    with_final = dict(include_final_token=True)
+    np.testing.assert_allclose(
+        min_k_plus_plus_score(log_probs, mu, sigma, mask, k=1.0, **with_final), [0.0], atol=1e-12
+    )
+    np.testing.assert_allclose(min_k_plus_plus_score(log_probs, mu, sigma, mask, k=0.4, **with_final), [-1.0])
+    np.testing.assert_allclose(min_k_plus_plus_score(log_probs, mu, sigma, mask, k=2 / 3, **with_final), [-0.5])
     # Any other token of a one-hot distribution is as surprising as it gets.
     other = min_k_plus_plus_score(np.array([[-np.inf]]), np.array([[0.0]]), np.array([[0.0]]), np.array([[True]]))
     assert other[0] == -np.inf
+    # sigma is floored where the reference floors it, at sqrt(1e-6) = 1e-3: (-0.01 - 0) / 1e-3, not / 1e-4.
+    tiny = min_k_plus_plus_score(np.array([[-0.01]]), np.array([[0.0]]), np.array([[1e-4]]), np.array([[True]]))
+    np.testing.assert_allclose(tiny, [-10.0])
 
 
 def test_loss_zlib_and_answer_probability():
@@ -73,13 +95,17 @@ def test_loss_zlib_and_answer_probability():
     np.testing.assert_allclose(loss_score(log_probs, mask), [-2.0, -0.5])
     np.testing.assert_allclose(answer_probability(log_probs, mask), [math.exp(-2.0), math.exp(-0.5)])
     compressed = [len(zlib.compress(text.encode("utf-8"))) for text in texts]
-    np.testing.assert_allclose(zlib_score(log_probs, mask, texts), [-6.0 / compressed[0], -0.5 / compressed[1]])
+    # The field divides the *mean* NLL (2 nats over row 0's 3 tokens); hf_scrub's earlier score the sum (6).
+    np.testing.assert_allclose(zlib_score(log_probs, mask, texts), [-2.0 / compressed[0], -0.5 / compressed[1]])
+    summed = zlib_score(log_probs, mask, texts, nll="sum")
+    np.testing.assert_allclose(summed, [-6.0 / compressed[0], -0.5 / compressed[1]])
 
     mu, sigma = np.full_like(log_probs, -1.0), np.full_like(log_probs, 2.0)
     scores = membership_scores(log_probs, mask, texts, mu, sigma)
     assert tuple(scores) == MEMBERSHIP_SCORES == ("loss", "zlib", "min_k", "min_k_plus_plus")
-    np.testing.assert_allclose(scores["min_k"], [-3.0, -0.5])
-    np.testing.assert_allclose(scores["min_k_plus_plus"], [-1.0, 0.25])
+    np.testing.assert_allclose(scores["zlib"], zlib_score(log_probs, mask, texts))
+    np.testing.assert_allclose(scores["min_k"], [-2.0, -0.5])  # row 0 without its final token: -1, -2
+    np.testing.assert_allclose(scores["min_k_plus_plus"], [-0.5, 0.25])  # (-2 + 1) / 2 of 0, -0.5
 
 
 def test_perplexity_is_pooled_over_tokens():
@@ -110,7 +136,7 @@ def test_low_precision_inputs_are_widened_before_any_arithmetic():
         assert np.isinf(fp16.sum(dtype=np.float16))
     assert perplexity(fp16, np.ones_like(fp16, dtype=bool)) == pytest.approx(math.exp(40.0))
     np.testing.assert_allclose(
-        truth_ratio(np.array([0.5], np.float16), np.array([[0.1, 0.3]], np.float16)), [0.4], 1e-3
+        truth_ratio(np.array([0.5], np.float16), np.array([[0.1, 0.4]], np.float16)), [0.4], 1e-3
     )
 
 
@@ -132,19 +158,42 @@ def test_llm_membership_inference_reports_the_shared_scores():
     assert llm_membership_inference(forget, holdout) == {"auc_loss": 1.0, "auc_min_k": 0.5}
 
 
-def test_privleak_sign_and_scale():
-    assert privleak(0.6, 0.5) == pytest.approx(20.0)
-    assert privleak(0.4, 0.5) == pytest.approx(-20.0)
+def test_privleak_is_muses_formula_on_muses_auc_orientation():
+    # MUSE: ((1 - AUC_u) - (1 - AUC_r)) / (1 - AUC_r) x 100, negative when the forget set still stands out.
+    assert privleak(0.9, 0.6) == pytest.approx((0.1 - 0.4) / 0.4 * 100)  # -75
+    assert privleak(0.4, 0.5) == pytest.approx(20.0)
     assert privleak(0.5, 0.5) == 0.0
+    assert privleak(1.0, 0.5) == pytest.approx(-100.0)  # a model that remembers every forget row
+    # hf_scrub's earlier convention: the opposite sign and the other denominator.
+    assert privleak(0.9, 0.6, convention="relative_auc") == pytest.approx(0.3 / 0.6 * 100)  # +50
+    assert privleak(0.4, 0.5, convention="relative_auc") == pytest.approx(-20.0)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # truth ratio, forget quality, ROUGE-L
 
 
-def test_truth_ratio_on_constructed_probabilities():
-    ratios = truth_ratio([0.5, 0.2], [[0.1, 0.3], [0.2, 0.2]])
-    np.testing.assert_allclose(ratios, [0.4, 1.0])
+def test_truth_ratio_takes_the_geometric_mean_of_the_wrong_answers():
+    # TOFU's and OpenUnlearning's code average the wrong answers' mean NLLs: exp(mean log P) = sqrt(0.1 x 0.4) = 0.2.
+    np.testing.assert_allclose(truth_ratio([0.5, 0.2], [[0.1, 0.4], [0.2, 0.2]]), [0.4, 1.0])
+    np.testing.assert_allclose(truth_ratio([0.5, 0.2], [[0.1, 0.4], [0.2, 0.2]], mean="arithmetic"), [0.5, 1.0])
+    np.testing.assert_allclose(truth_ratio([0.5], [[0.0, 0.4]]), [0.0])  # a wrong answer of probability 0
+
+
+def test_truth_ratio_aggregates_are_tofus_forget_and_retain_ones():
+    ratios = [0.5, 2.0, 0.2]
+    assert truth_ratio_aggregate(ratios) == pytest.approx((0.5 + 0.5 + 0.2) / 3)  # mean(min(R, 1 / R))
+    assert truth_ratio_aggregate(ratios, "true_better") == pytest.approx((0.5 + 0.0 + 0.8) / 3)  # mean(max(0, 1 - R))
+    assert truth_ratio_aggregate(ratios, "mean") == pytest.approx(2.7 / 3)  # hf_scrub's earlier forget number
+    assert truth_ratio_aggregate([0.0, 1.0]) == 0.5
+
+
+def test_normalised_probability_and_model_utility():
+    # TOFU's real-authors / world-facts probability: P(correct) / (P(correct) + sum of the wrong ones).
+    np.testing.assert_allclose(normalised_probability([0.6, 0.1], [[0.1, 0.3], [0.3, 0.6]]), [0.6, 0.1])
+    # Model utility is the harmonic mean: 3 / (1/0.5 + 1/0.25 + 1/1.0), and 0 as soon as one number is 0.
+    assert model_utility({"a": 0.5, "b": 0.25, "c": 1.0}) == pytest.approx(3 / 7)
+    assert model_utility({"a": 0.5, "b": 0.0}) == 0.0
 
 
 def test_forget_quality_is_the_ks_p_value():
@@ -161,6 +210,15 @@ def test_rouge_l_recall_hand_checked():
     # Longest common subsequence "the cat on mat": 4 of the reference's 6 words. Recall ignores extra words and
     # rouge_score lowercases and drops punctuation.
     np.testing.assert_allclose(rouge_l_recall(predictions, references), [4 / 6, 1.0, 0.0])
+
+
+def test_rouge_l_stems_by_default_and_measures_f1_on_request():
+    # TOFU's scorer stems: "married" and "marries" are both "marri"; unstemmed, 2 of 3 reference words match.
+    assert rouge_l_recall(["she marries twice"], ["she married twice"])[0] == 1.0
+    assert rouge_l_recall(["she marries twice"], ["she married twice"], use_stemmer=False)[0] == pytest.approx(2 / 3)
+    # MUSE's F1: LCS 2 of a 2-word reference and a 4-word answer -> 2PR / (P + R) = 2 x 0.5 x 1 / 1.5.
+    f1 = rouge_l(["Mara Velt built it"], ["Mara Velt"], measure="f1", use_stemmer=False)
+    np.testing.assert_allclose(f1, [2 / 3])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -193,6 +251,16 @@ def test_rouge_l_recall_hand_checked():
         (lambda: llm_membership_inference({"losss": [1.0]}, {"loss": [1.0]}), "Unknown membership score"),
         (lambda: llm_membership_inference({"loss": [1.0]}, {"zlib": [1.0]}), "none in common"),
         (lambda: privleak(60.0, 50.0), "divide a percentage by 100"),
+        (lambda: privleak(0.5, 1.0), "undefined"),
+        (lambda: privleak(0.5, 0.0, convention="relative_auc"), "undefined"),
+        (lambda: privleak(0.5, 0.5, convention="paper"), "convention"),
+        (lambda: zlib_score(np.zeros((1, 1)), np.ones((1, 1), dtype=bool), ["a"], nll="max"), "nll"),
+        (lambda: truth_ratio([0.5], [[0.1]], mean="harmonic"), "geometric"),
+        (lambda: truth_ratio_aggregate([0.5], "median"), "closer_to_1"),
+        (lambda: truth_ratio_aggregate([-0.5]), ">= 0"),
+        (lambda: model_utility({"a": 1.5}), r"\[0, 1\]"),
+        (lambda: model_utility({}), "at least one"),
+        (lambda: rouge_l(["a"], ["a"], measure="precision"), "measure"),
         (lambda: truth_ratio([0.5, 0.5], [[0.1, 0.2]]), r"shape \(N, P\)"),
         (lambda: truth_ratio([0.5], [0.1, 0.2]), r"\(N, 1\)"),
         (lambda: truth_ratio([0.5, 0.5], [[0.1], [0.1, 0.2]]), "rectangular"),
@@ -247,7 +315,11 @@ def test_truth_ratio_module_matches_the_functions():
     )
     assert set(result) == {"truth_ratio", "truth_ratios", "forget_quality"}
     np.testing.assert_allclose(result["truth_ratios"], ratios, rtol=1e-15)
-    assert result["truth_ratio"] == pytest.approx(float(ratios.mean()))
+    assert result["truth_ratio"] == pytest.approx(truth_ratio_aggregate(ratios))
+    earlier = module.compute(
+        paraphrased_probability=paraphrased, perturbed_probabilities=perturbed, mean="arithmetic", aggregate="mean"
+    )
+    assert earlier["truth_ratio"] == pytest.approx(float(truth_ratio(paraphrased, perturbed, "arithmetic").mean()))
     assert result["forget_quality"] == pytest.approx(forget_quality(ratios, retrain))
     module.add_batch(paraphrased_probability=paraphrased[:10], perturbed_probabilities=perturbed[:10])
     module.add_batch(paraphrased_probability=paraphrased[10:], perturbed_probabilities=perturbed[10:])

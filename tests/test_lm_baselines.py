@@ -1,6 +1,6 @@
-"""The LLM-unlearning baselines (GA, GradDiff, NPO, finetune/retrain) on causal LMs: losses by hand, weights counted,
-step losses against a direct computation from the model's own logits, accumulation invariance, the reference model,
-and `scripts/scrub.py` end to end.
+"""The LLM-unlearning baselines (GA, GradDiff, NPO, SimNPO, RMU, finetune/retrain) on causal LMs: losses by hand,
+weights counted, step losses against a direct computation from the model's own logits (or hidden states),
+accumulation invariance, the reference model, and `scripts/scrub.py` end to end.
 
 The trainer tests use the tiny Llama of `conftest.tiny_causal_lm` on pre-padded rows whose numbers of loss-carrying
 tokens differ (`conftest.lm_dataset`): a per-row or per-micro-batch mean would weight them differently from the
@@ -11,19 +11,37 @@ import copy
 import json
 import math
 
+import datasets
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from cli_fixtures import folder_digest, refused, results_of
-from conftest import lm_dataset, tiny_causal_lm, tiny_run_args
+from conftest import lm_dataset, tiny_bert, tiny_causal_lm, tiny_run_args
 from peft import LoraConfig, TaskType
 from safetensors.torch import load_file
 
 from hf_scrub import cli
-from hf_scrub.baselines import GradDiffTrainer, NegGradPlusTrainer, NegGradTrainer, NPOTrainer, fresh_model_like
-from hf_scrub.config import NPOConfig, UnlearningConfig
-from hf_scrub.lm_losses import npo_loss, sequence_log_likelihood, spread_over_tokens
+from hf_scrub.baselines import (
+    METHODS,
+    GradDiffTrainer,
+    NegGradPlusTrainer,
+    NegGradTrainer,
+    NPOTrainer,
+    RMUTrainer,
+    SimNPOTrainer,
+    captured_output,
+    fresh_model_like,
+    transformer_block,
+)
+from hf_scrub.config import NPOConfig, RMUConfig, SimNPOConfig
+from hf_scrub.lm_losses import (
+    npo_loss,
+    representation_distance,
+    sequence_log_likelihood,
+    simnpo_loss,
+    spread_over_tokens,
+)
 from hf_scrub.lm_models import make_fictitious_facts, smollm2_tokenizer, tiny_llama
 from hf_scrub.schedule import GroupMean, Phase, build_paired_schedule, build_schedule, weight_by_tokens
 
@@ -49,6 +67,30 @@ def test_npo_gradient_is_gradient_ascent_scaled_and_tends_to_it_as_beta_goes_to_
         student = torch.tensor([-2.0], requires_grad=True)
         npo_loss(student, torch.tensor([-1.0]), beta).sum().backward()
         assert student.grad.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_simnpo_loss_by_hand():
+    # -(2 / beta) * logsigmoid(beta * (mean NLL - delta)): at beta 2, delta 1 and a mean NLL of 1, (2 / 2) * log 2.
+    assert simnpo_loss(torch.tensor([1.0]), beta=2.0, delta=1.0).item() == pytest.approx(math.log(2), rel=1e-6)
+    loss = simnpo_loss(torch.tensor([2.0, 0.5]), beta=4.5)
+    expected = [(2 / 4.5) * math.log(1 + math.exp(-4.5 * nll)) for nll in (2.0, 0.5)]
+    torch.testing.assert_close(loss, torch.tensor(expected))
+    # The push fades as a forget answer's mean NLL grows: d loss / d NLL = -2 * sigmoid(-beta * NLL).
+    nll = torch.tensor([0.5], requires_grad=True)
+    simnpo_loss(nll, beta=4.5).sum().backward()
+    assert nll.grad.item() == pytest.approx(-2 / (1 + math.exp(4.5 * 0.5)), rel=1e-5)
+    assert simnpo_loss(torch.tensor([1.0]).bfloat16()).dtype == torch.float32
+
+
+def test_representation_distance_by_hand():
+    # Row 0 scores tokens 1 and 2, row 1 token 2 only (position 0 never counts, nor -100).
+    hidden = torch.tensor([[[9.0, 9.0], [1.0, 3.0], [0.0, 0.0]], [[5.0, 5.0], [7.0, 7.0], [2.0, 2.0]]])
+    labels = torch.tensor([[5, 4, 6], [-100, -100, 7]])
+    target = torch.tensor([1.0, 1.0])  # broadcast: RMU's steering vector
+    # row 0: token 1 ((0 + 4) / 2 = 2), token 2 ((1 + 1) / 2 = 1) -> 1.5; row 1: token 2 (1 + 1) / 2 = 1
+    torch.testing.assert_close(representation_distance(hidden, target, labels), torch.tensor([1.5, 1.0]))
+    own = representation_distance(hidden, hidden.clone(), labels)
+    torch.testing.assert_close(own, torch.zeros(2))
 
 
 def test_sequence_log_likelihood_on_a_three_token_vocabulary():
@@ -125,7 +167,7 @@ def sgd_args(tmp_path, **kwargs):
 
 
 def make_trainer(method_class, tmp_path, model=None, **kwargs):
-    config_class = NPOConfig if method_class is NPOTrainer else UnlearningConfig
+    config_class = next(config for trainer, config in METHODS.values() if trainer is method_class)
     return method_class(
         model=model if model is not None else tiny_causal_lm(),
         args=config_class(**sgd_args(tmp_path, **kwargs)),
@@ -148,13 +190,25 @@ def first_step_loss(trainer):
         return trainer.compute_loss(trainer.model, batch).item(), batch
 
 
-@pytest.mark.parametrize("method_class", [NegGradTrainer, GradDiffTrainer, NPOTrainer])
+def rmu_targets(trainer, model, original, inputs, is_forget):
+    """RMU's expected targets, from the hidden states transformers returns (block 0's output is hidden_states[1])."""
+    with torch.no_grad():
+        student = model(**inputs, output_hidden_states=True).hidden_states[1]
+        reference = original(**inputs, output_hidden_states=True).hidden_states[1]
+    steering = trainer.control_vector.expand_as(student)
+    return student, torch.where(is_forget[:, None, None], steering, reference)
+
+
+@pytest.mark.parametrize("method_class", [NegGradTrainer, GradDiffTrainer, NPOTrainer, SimNPOTrainer, RMUTrainer])
 def test_a_step_loss_equals_a_direct_computation_from_the_logits(tmp_path, method_class):
     model = tiny_causal_lm()
     original = copy.deepcopy(model)
-    trainer = make_trainer(
-        method_class, tmp_path, model=model, **({"npo_beta": 0.5} if method_class is NPOTrainer else {})
-    )
+    settings = {
+        NPOTrainer: {"npo_beta": 0.5},
+        SimNPOTrainer: {"simnpo_beta": 2.0, "simnpo_delta": 0.5, "forget_weight": 0.25, "retain_weight": 2.0},
+        RMUTrainer: {"rmu_layer": 0, "rmu_steering_coeff": 3.0, "forget_weight": 0.5, "retain_weight": 4.0},
+    }
+    trainer = make_trainer(method_class, tmp_path, model=model, **settings.get(method_class, {}))
     with torch.no_grad():  # move the student off the reference, so that NPO's log ratio is not 0
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.05)
@@ -172,6 +226,16 @@ def test_a_step_loss_equals_a_direct_computation_from_the_logits(tmp_path, metho
         expected = -forget_ce
     elif method_class is GradDiffTrainer:
         expected = -forget_ce + retain_ce
+    elif method_class is SimNPOTrainer:
+        mean_nll = ce[is_forget].sum(1) / tokens[is_forget]
+        simnpo = -(2 / 2.0) * F.logsigmoid(2.0 * (mean_nll - 0.5))
+        expected = 0.25 * simnpo.mean() + 2.0 * retain_ce
+    elif method_class is RMUTrainer:
+        hidden, targets = rmu_targets(trainer, model, original, inputs, is_forget)
+        squared = (hidden - targets).square().mean(-1)[:, 1:]
+        distance = (squared * (labels[:, 1:] != -100)).sum(1) / tokens
+        assert trainer.control_vector.norm().item() == pytest.approx(3.0)
+        expected = 0.5 * distance[is_forget].mean() + 4.0 * distance[~is_forget].mean()
     else:
         log_ratio = -ce[is_forget].sum(1) + reference_ce[is_forget].sum(1)
         npo = -(2 / 0.5) * F.logsigmoid(-0.5 * log_ratio)
@@ -180,12 +244,13 @@ def test_a_step_loss_equals_a_direct_computation_from_the_logits(tmp_path, metho
     assert loss == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("method_class", [GradDiffTrainer, NPOTrainer])
+@pytest.mark.parametrize("method_class", [GradDiffTrainer, NPOTrainer, SimNPOTrainer, RMUTrainer])
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, method_class):
     def final_weights(**kwargs):
         # lr 0.1: NPO's forget term is a per-sequence sum of log-probabilities, steeper than a per-token mean; at
         # 0.5 its steps grow large enough for float32 rounding to change the trajectory
-        trainer = make_trainer(method_class, tmp_path, num_train_epochs=2, learning_rate=0.1, **kwargs)
+        extra = {"rmu_layer": 1, "rmu_steering_coeff": 10.0} if method_class is RMUTrainer else {}
+        trainer = make_trainer(method_class, tmp_path, num_train_epochs=2, learning_rate=0.1, **extra, **kwargs)
         trainer.train()
         return trainer.state.global_step, trainer.model.state_dict()
 
@@ -224,6 +289,69 @@ def test_npo_frozen_reference_copy_does_not_change(tmp_path):
     trainer.train()
     assert all(torch.equal(before[name], p) for name, p in trainer.teacher.module.state_dict().items())
     assert any(not torch.equal(before[name], p) for name, p in trainer.model.state_dict().items())
+
+
+def test_rmu_reference_is_the_original_with_adapters_disabled_and_the_steering_vector_is_seeded(tmp_path):
+    model = tiny_causal_lm()
+    rows = lm_dataset(10, 1)[:]
+    inputs = {"input_ids": rows["input_ids"], "attention_mask": rows["attention_mask"]}
+    with torch.no_grad():
+        # block 0's output (the last block's is normed in hidden_states, not in RMU's hook)
+        original_states = model(**inputs, output_hidden_states=True).hidden_states[1]
+
+    def rmu(seed):
+        args = RMUConfig(**sgd_args(tmp_path, optim="adamw_torch", learning_rate=1e-2, rmu_layer=0, seed=seed))
+        return RMUTrainer(
+            model=copy.deepcopy(model), args=args, forget_dataset=lm_dataset(10, 1),
+            retain_dataset=lm_dataset(30, 2), peft_config=LoraConfig(**LORA),
+        )  # fmt: skip
+
+    trainer = rmu(seed=0)
+    assert type(trainer.teacher).__name__ == "AdapterDisabledTeacher" and trainer.teacher_block is trainer.block
+    assert torch.equal(trainer.control_vector, rmu(seed=0).control_vector)
+    assert not torch.equal(trainer.control_vector, rmu(seed=1).control_vector)
+    assert (trainer.control_vector >= 0).all()  # uniform in [0, 1) per dimension, then normalised
+    trainer.train()
+    student = trainer.model
+    moved = student(**inputs, output_hidden_states=True).hidden_states[1].detach()
+    assert not torch.allclose(moved, original_states, atol=1e-4)
+    with captured_output(trainer.teacher_block) as reference:
+        trainer.teacher.logits(student, inputs)
+    torch.testing.assert_close(reference[0], original_states)
+    assert any("forget_rmu" in entry for entry in trainer.state.log_history)
+
+
+def test_rmu_trains_alike_with_activation_checkpointing(tmp_path):
+    """The block's hooked output is part of the graph whether the block is recomputed in the backward or not."""
+
+    def final_weights(checkpointing):
+        trainer = make_trainer(RMUTrainer, tmp_path, rmu_layer=0, rmu_steering_coeff=10.0, learning_rate=0.1,
+                               activation_checkpointing=checkpointing)  # fmt: skip
+        trainer.train()
+        assert trainer.model.is_activation_checkpointing == checkpointing
+        return trainer.model.state_dict()
+
+    plain, checkpointed = final_weights(False), final_weights(True)
+    start = tiny_causal_lm().state_dict()
+    assert max((plain[name] - start[name]).abs().max().item() for name in plain) > 1e-2
+    for name in plain:
+        torch.testing.assert_close(plain[name], checkpointed[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_rmu_refuses_blocks_the_model_does_not_have_and_classifiers(tmp_path):
+    with pytest.raises(ValueError, match=r"--rmu_layer 7: the model has 2 transformer blocks \(0..1\)"):
+        make_trainer(RMUTrainer, tmp_path)
+    assert transformer_block(tiny_causal_lm(), 1) is not None
+    bert = tiny_bert()
+    forget = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3]] * 2, "labels": [0, 1]})
+    retain = datasets.Dataset.from_dict({"input_ids": [[4, 5, 6]] * 2, "labels": [0, 1]})
+    with pytest.raises(ValueError, match="language model's hidden states"):
+        RMUTrainer(model=bert, args=RMUConfig(**tiny_run_args(tmp_path)), forget_dataset=forget, retain_dataset=retain)
+    for bad in ({"rmu_layer": -1}, {"rmu_steering_coeff": 0.0}, {"forget_weight": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RMUConfig(**tiny_run_args(tmp_path), **bad)
+    with pytest.raises(ValueError, match="simnpo_beta"):
+        SimNPOConfig(**tiny_run_args(tmp_path), simnpo_beta=0.0)
 
 
 def test_classifier_only_baselines_and_random_retrains_are_refused_for_causal_lms(tmp_path):
@@ -273,7 +401,14 @@ def lm_argv(lm_files, tmp_path, *flags):
 
 
 @pytest.mark.parametrize(
-    "flags", [["--method", "npo"], ["--method", "graddiff"], ["--method", "retrain", "--retrain_init_from", "base"]]
+    "flags",
+    [
+        ["--method", "npo"],
+        ["--method", "graddiff"],
+        ["--method", "simnpo", "--simnpo_beta", "3.0", "--simnpo_delta", "0.5", "--forget_weight", "0.5"],
+        ["--method", "rmu", "--rmu_layer", "1", "--rmu_steering_coeff", "4.0"],
+        ["--method", "retrain", "--retrain_init_from", "base"],
+    ],
 )
 def test_script_runs_the_baseline_on_a_causal_lm(lm_files, tmp_path, flags):
     flags = [str(lm_files / flag) if flag == "base" else flag for flag in flags]
@@ -284,6 +419,10 @@ def test_script_runs_the_baseline_on_a_causal_lm(lm_files, tmp_path, flags):
     assert results["method"] == flags[1] and results["task"] == "causal-lm"
     assert results["hyperparameters"]["use_peft"] is True  # the causal-LM default, as for SCRUB
     assert results["hyperparameters"]["learning_rate"] == 1e-3  # the llm preset's optimiser settings
+    given = dict(zip(flags[2::2], flags[3::2], strict=True))
+    for option in ("--simnpo_beta", "--simnpo_delta", "--forget_weight", "--rmu_layer", "--rmu_steering_coeff"):
+        if option in given:
+            assert results["hyperparameters"][option[2:]] == float(given[option])
     assert (out / "adapter_model.safetensors").is_file() and not (out / "scrub_teacher").exists()
     merged, original = (
         load_file(out / "merged" / "model.safetensors"),

@@ -17,13 +17,15 @@ from hf_scrub.lm_evaluation import (
     GENERIC_SPLIT,
     PARAPHRASED_SPLIT,
     PERTURBED_SPLIT,
+    RETAIN_QA_ROWS,
     TRUTH_RATIOS,
     add_comparisons,
     generic_text,
+    llm_evaluation_splits,
     truth_ratio_splits,
 )
-from hf_scrub.lm_metrics import Completion, greedy_completions, token_statistics
-from hf_scrub.metrics.llm import forget_quality
+from hf_scrub.lm_metrics import MAX_NEW_TOKENS, Completion, greedy_completions, token_statistics
+from hf_scrub.metrics.llm import forget_quality, membership_auc
 
 
 def test_token_statistics_by_hand():
@@ -113,15 +115,26 @@ def test_report_numbers_equal_direct_computations_from_the_model(tmp_path):
     generic_ll = np.concatenate(direct_log_likelihoods(model, generic))
     assert report["generic_perplexity"] == pytest.approx(np.exp(-generic_ll.mean()), rel=1e-5)
     p_para = np.array([np.exp(ll.mean()) for ll in direct_log_likelihoods(model, paraphrased)])
-    p_pert = np.array([np.exp(ll.mean()) for ll in direct_log_likelihoods(model, perturbed)]).reshape(8, 2)
-    np.testing.assert_allclose(report[TRUTH_RATIOS], p_pert.mean(1) / p_para, rtol=1e-5)
-    assert report["forget_truth_ratio"] == pytest.approx(float(np.mean(p_pert.mean(1) / p_para)), rel=1e-5)
+    mean_nll_pert = np.array([-ll.mean() for ll in direct_log_likelihoods(model, perturbed)]).reshape(8, 2)
+    # TOFU's code: the wrong answers' mean NLLs averaged, then exp; the forget aggregate is mean(min(R, 1 / R)).
+    ratios = np.exp(-mean_nll_pert.mean(1)) / p_para
+    np.testing.assert_allclose(report[TRUTH_RATIOS], ratios, rtol=1e-5)
+    closer_to_1 = float(np.mean(np.minimum(ratios, 1 / ratios)))
+    assert report["forget_truth_ratio"] == pytest.approx(closer_to_1, rel=1e-5)
     # LOSS AUC: forget rows (members) vs held-out rows ranked by their mean log-likelihood.
     holdout_ll = direct_log_likelihoods(model, holdout)
     members, others = [ll.mean() for ll in forget_ll], [ll.mean() for ll in holdout_ll]
     pairs = [(m > o) + 0.5 * (m == o) for m in members for o in others]
     assert report["auc_loss"] == pytest.approx(np.mean(pairs))
-    for key in ("auc_zlib", "auc_min_k", "auc_min_k_plus_plus"):
+
+    # Min-K% (k = 0.4) without each row's final token, as OpenUnlearning ranks them.
+    def min_k(ll):
+        kept = np.sort(ll[:-1])
+        return kept[: max(1, int(0.4 * len(kept)))].mean()
+
+    expected = membership_auc([min_k(ll) for ll in forget_ll], [min_k(ll) for ll in holdout_ll])
+    assert report["auc_min_k"] == pytest.approx(expected)
+    for key in ("auc_zlib", "auc_min_k_plus_plus"):
         assert 0.0 <= report[key] <= 1.0
     # Generation: rows of one prompt and one labelled span; the answer match agrees with the ROUGE-L recall of 1.
     completions = greedy_completions(model, forget, pad_token_id=0)
@@ -132,18 +145,26 @@ def test_report_numbers_equal_direct_computations_from_the_model(tmp_path):
     assert extra == ["generic_perplexity"]
 
 
-def test_greedy_completions_reproduce_what_the_model_generates():
+def test_greedy_completions_generate_up_to_200_tokens_and_stop_at_eos():
     model = tiny_causal_lm(seed=1).eval()
     dataset = facts(5, 7)
     completions = greedy_completions(model, dataset, pad_token_id=0, batch_size=2)
-    for row, completion in zip(dataset, completions, strict=True):
+    earlier = greedy_completions(model, dataset, pad_token_id=0, batch_size=2, max_new_tokens=None)
+    eos = model.generation_config.eos_token_id
+    for row, completion, short in zip(dataset, completions, earlier, strict=True):
         prompt = [i for i, label in zip(row["input_ids"], row["labels"], strict=True) if label == -100]
         reference = [label for label in row["labels"] if label != -100]
         ids = torch.tensor([prompt])
-        output = model.generate(input_ids=ids, max_new_tokens=len(reference), do_sample=False, pad_token_id=0)
-        assert completion.generated == output[0, len(prompt) :].tolist()[: len(reference)]
+        output = model.generate(input_ids=ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=0)
+        continuation = output[0, len(prompt) :].tolist()
+        stop = continuation.index(eos) + 1 if eos in continuation else len(continuation)
+        assert completion.generated == continuation[:stop]
         assert completion.reference == reference
+        # hf_scrub's earlier convention: exactly as many tokens as the reference
+        assert short.generated == continuation[: len(reference)] and short.matches == completion.matches
+    assert any(len(completion.generated) > len(completion.reference) for completion in completions)
     assert Completion([5, 2], [5, 2]).matches and not Completion([5, 3], [5, 2]).matches
+    assert Completion([5, 7, 9], [5, 7]).matches  # the reference reproduced, then more: it was still said
 
 
 def test_comparisons_on_constructed_reports():
@@ -155,12 +176,18 @@ def test_comparisons_on_constructed_reports():
     add_comparisons(reports)
     assert reports["unlearned"]["generic_perplexity_ratio"] == pytest.approx(1.05)
     assert reports["retrain"]["generic_perplexity_ratio"] == pytest.approx(0.9)
-    assert reports["unlearned"]["privleak_min_k"] == pytest.approx(20.0)  # (0.6 - 0.5) / 0.5, in percent
-    assert reports["original"]["privleak_min_k"] == pytest.approx(80.0)
+    # MUSE's PrivLeak: ((1 - 0.6) - (1 - 0.5)) / (1 - 0.5), in percent; negative = the forget set still stands out
+    assert reports["unlearned"]["privleak_min_k"] == pytest.approx(-20.0)
+    assert reports["original"]["privleak_min_k"] == pytest.approx(-80.0)
     assert "privleak_min_k" not in reports["retrain"] and "forget_quality" not in reports["retrain"]
     assert reports["unlearned"]["forget_quality"] == forget_quality([0.5, 0.6, 0.7], [0.55, 0.6, 0.65])
     assert reports["original"]["forget_quality"] < reports["unlearned"]["forget_quality"]
     assert "privleak_loss" not in reports["unlearned"]  # no such AUC in the reports
+    # MUSE's own privleak split has its own keys; a Retrain AUC of 1 leaves MUSE's PrivLeak undefined: left out.
+    muse = {"unlearned": {"muse_auc_min_k": 0.7, "auc_loss": 0.6}, "retrain": {"muse_auc_min_k": 0.4, "auc_loss": 1.0}}
+    add_comparisons(muse)
+    assert muse["unlearned"]["muse_privleak_min_k"] == pytest.approx((0.3 - 0.6) / 0.6 * 100)
+    assert "privleak_loss" not in muse["unlearned"]
 
 
 def test_truth_ratio_splits_flatten_the_perturbed_answers_row_by_row():
@@ -172,12 +199,39 @@ def test_truth_ratio_splits_flatten_the_perturbed_answers_row_by_row():
     assert splits[PARAPHRASED_SPLIT]["completion"] == [" A", " B"]
     assert splits[PERTURBED_SPLIT]["prompt"] == ["Q1", "Q1", "Q2", "Q2"]
     assert splits[PERTURBED_SPLIT]["completion"] == [" x", " y", " z", " w"]
-    assert truth_ratio_splits(forget.remove_columns("paraphrased_completion"), lambda split: split) == {}
+    # Without paraphrases (TOFU's real-authors and world-facts sets) the answer itself is the correct one.
+    unparaphrased = truth_ratio_splits(forget.remove_columns("paraphrased_completion"), lambda split: split)
+    assert list(unparaphrased) == [PERTURBED_SPLIT]
+    assert truth_ratio_splits(forget.remove_columns("perturbed_completions"), lambda split: split) == {}
     uneven = forget.map(
         lambda row, i: {"perturbed_completions": row["perturbed_completions"][: i + 1]}, with_indices=True
     )
     with pytest.raises(ValueError, match="same number"):
         truth_ratio_splits(uneven, lambda split: split)
+
+
+def test_retain_rows_in_tofus_shape_become_its_retain_set(monkeypatch):
+    rows = datasets.Dataset.from_dict(
+        {"prompt": ["Q1", "Q2", "Q3"], "completion": [" a", " b", " c"], "paraphrased_completion": [" A", " B", " C"],
+         "perturbed_completions": [[" x"], [" y"], [" z"]]}
+    )  # fmt: skip
+
+    def prepare(split, max_length=None):
+        return split
+
+    monkeypatch.setattr("hf_scrub.lm_evaluation.RETAIN_QA_ROWS", 2)
+    splits = llm_evaluation_splits(rows, rows, prepare)
+    assert RETAIN_QA_ROWS == 400  # TOFU's retain_perturbed size; 2 here
+    assert set(splits) == {PARAPHRASED_SPLIT, PERTURBED_SPLIT, "retain_qa", "retain_qa_paraphrased",
+                           "retain_qa_perturbed"}  # fmt: skip
+    assert splits["retain_qa"]["prompt"] == ["Q1", "Q2"]
+    assert set(splits["retain_qa"].column_names) == {"prompt", "completion"}  # the answers themselves
+    assert splits["retain_qa_perturbed"]["completion"] == [" x", " y"]
+    # A retain set the caller gives wins; retain rows without the truth-ratio columns add none.
+    given = rows.select([2])
+    assert llm_evaluation_splits(rows, rows, prepare, {"retain_qa": given})["retain_qa"]["prompt"] == ["Q3"]
+    plain = rows.remove_columns(["paraphrased_completion", "perturbed_completions"])
+    assert set(llm_evaluation_splits(plain, plain, prepare)) == set()
 
 
 def test_generic_text_ships_with_the_package(tmp_path):

@@ -118,16 +118,24 @@ def test_retrain_column_adds_privleak_and_forget_quality_and_generic_text_is_the
     results = results_of(tmp_path / "out")
     unlearned, original, retrained = results["unlearned"], results["original"], results["retrain"]
     for report in (unlearned, original, retrained):
-        assert len(report["forget_truth_ratios"]) == 4  # one per forget row (3 perturbed answers each)
+        ratios = report["forget_truth_ratios"]
+        assert len(ratios) == 4  # one per forget row (3 perturbed answers each)
+        assert report["forget_truth_ratio"] == pytest.approx(sum(min(r, 1 / r) for r in ratios) / 4)  # TOFU's
         assert 0.0 <= report["auc_min_k"] <= 1.0 and report["generic_perplexity"] > 1.0
+        # The retain rows carry the truth-ratio columns, so they are TOFU's retain set: model utility is the
+        # harmonic mean of its answer probability, ROUGE-L recall and truth ratio (no real authors, world facts).
+        utility = [report[f"retain_qa_{key}"] for key in ("answer_probability", "rouge_l_recall", "truth_ratio")]
+        assert report["model_utility"] == pytest.approx(0.0 if 0 in utility else 3 / sum(1 / u for u in utility))
     for report in (unlearned, original):  # compared with Retrain: its own column has no comparison
+        # MUSE's PrivLeak, on its AUC orientation (1 - AUC here)
         assert report["privleak_min_k"] == pytest.approx(
-            100 * (report["auc_min_k"] - retrained["auc_min_k"]) / retrained["auc_min_k"]
+            100 * ((1 - report["auc_min_k"]) - (1 - retrained["auc_min_k"])) / (1 - retrained["auc_min_k"])
         )
         assert 0.0 <= report["forget_quality"] <= 1.0
     assert "forget_quality" not in retrained and original["generic_perplexity_ratio"] == 1.0
     card = (tmp_path / "out" / "README.md").read_text()
     assert "Forget quality (KS p-value vs Retrain)" in card and "PrivLeak (Min-K%)" in card
+    assert "Model utility (TOFU: harmonic mean)" in card
     # The user's generic text replaced the shipped one: 2 short lines give another perplexity than 48 paragraphs.
     shipped = tmp_path / "shipped"
     argv = lm_run(lm_assets, shipped, "--forget_indices_file", lm_assets / "forget.json")

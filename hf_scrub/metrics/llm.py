@@ -9,6 +9,10 @@ never prompt or padding). Two pitfalls of public implementations are ruled out b
   rounding (a bf16 sum over a few hundred tokens, or an fp16 one over a few thousand, is already visibly wrong);
 - masked positions are never read, whatever they hold (-100, NaN, -inf), so padding cannot leak into a score.
 
+Every default follows the field's reference evaluation code (OpenUnlearning, TOFU's and MUSE's released code), so a
+number here can stand beside a published one; where an earlier hf_scrub formula (or a paper's text) differs, it is
+kept as a named option (the table in ``hf_scrub/metrics/README.md``; docs/design.md §21).
+
 Invalid inputs raise :class:`ValueError` with a message that names the problem and the fix, as in
 :mod:`hf_scrub.metrics.functional`.
 """
@@ -34,10 +38,14 @@ __all__ = [
     "membership_scores",
     "min_k_plus_plus_score",
     "min_k_score",
+    "model_utility",
+    "normalised_probability",
     "perplexity",
     "privleak",
+    "rouge_l",
     "rouge_l_recall",
     "truth_ratio",
+    "truth_ratio_aggregate",
     "zlib_score",
 ]
 
@@ -47,12 +55,12 @@ MEMBERSHIP_SCORES: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_plus_plus"
 #: Fraction of lowest-scoring tokens averaged by Min-K% and Min-K%++ (docs/design.md §10).
 DEFAULT_MIN_K = 0.4
 
-#: Floor on Min-K%++'s sigma. sigma = 0 means a one-hot next-token distribution, where (log p - mu) / sigma is 0 / 0
-#: for the predicted token and -inf / 0 for any other. With the floor, the predicted token scores (about) 0, "as
-#: expected", and any other token scores hugely negative, "as surprising as it gets", which is the limit of the
-#: standardised score as the distribution sharpens. A sigma below 1e-6 only comes from a distribution that is one-hot
-#: to float precision, and the floor keeps float32 rounding of log p - mu (~1e-7) from turning into a large score.
-_SIGMA_FLOOR = 1e-6
+#: Floor on Min-K%++'s *variance* sigma^2 (so sigma >= 1e-3), the reference implementation's (OpenUnlearning's
+#: Min-K%++ clamps the variance at 1e-6 before the square root). sigma = 0 means a one-hot next-token distribution,
+#: where (log p - mu) / sigma is 0 / 0 for the predicted token and -inf / 0 for any other. With the floor, the
+#: predicted token scores (about) 0, "as expected", and any other token scores hugely negative, "as surprising as it
+#: gets", the limit of the standardised score as the distribution sharpens.
+_VARIANCE_FLOOR = 1e-6
 
 
 def _float64(values: Any, name: str, matrix: str | None = None) -> np.ndarray:
@@ -146,19 +154,39 @@ def answer_probability(log_probs: Any, mask: Any) -> np.ndarray:
     return np.exp(loss_score(log_probs, mask))
 
 
-def zlib_score(log_probs: Any, mask: Any, texts: Sequence[str]) -> np.ndarray:
-    """zlib attack score (Carlini et al. 2021): ``-NLL_sum / len(zlib.compress(text.encode("utf-8")))``, shape (N,).
+ZLIB_NLL = ("mean", "sum")
+
+
+def zlib_score(log_probs: Any, mask: Any, texts: Sequence[str], nll: str = "mean") -> np.ndarray:
+    """zlib attack score (Carlini et al. 2021): ``-mean NLL / len(zlib.compress(text.encode("utf-8")))``, (N,).
 
     Dividing by the zlib length calibrates for how predictable the text is in itself (repetitive text is likely
     under any model), so what is left is what *this* model learnt. ``texts[i]`` should be the text of row ``i``'s
-    scored tokens.
+    scored tokens. ``nll="mean"`` (the default) divides the mean NLL over the row's tokens, as OpenUnlearning's and
+    MUSE's code do (the log-perplexity of the paper); ``nll="sum"`` divides the summed NLL (hf_scrub before §21),
+    which also ranks rows by their length.
     """
+    if nll not in ZLIB_NLL:
+        raise ValueError(f"`nll` must be one of {ZLIB_NLL} (what is divided by the zlib length), got {nll!r}.")
     values, mask = _token_inputs(log_probs, mask)
     if isinstance(texts, str) or len(texts) != len(values):
         got = "a single string" if isinstance(texts, str) else f"{len(texts)} texts"
         raise ValueError(f"`texts` must hold one string per row of `log_probs` ({len(values)}), got {got}.")
     lengths = np.array([len(zlib.compress(text.encode("utf-8"))) for text in texts], dtype=np.float64)
-    return _masked_sum(values, mask) / lengths
+    total = _masked_sum(values, mask)
+    return (total / mask.sum(axis=1) if nll == "mean" else total) / lengths
+
+
+def _without_final_token(mask: np.ndarray) -> np.ndarray:
+    """The mask without each row's last scored token (for prompt/completion rows: the end-of-sequence prediction),
+    as the reference implementation ranks tokens (OpenUnlearning's `tokenwise_logprobs`). A row with a single scored
+    token keeps it: with none left its score would be undefined (the reference scores such a row 0)."""
+    counts = mask.sum(axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+    trimmed = mask.copy()
+    rows = np.flatnonzero(counts > 1)
+    trimmed[rows, last[rows]] = False
+    return trimmed
 
 
 def _lowest_k_mean(values: np.ndarray, mask: np.ndarray, k: float) -> np.ndarray:
@@ -169,25 +197,30 @@ def _lowest_k_mean(values: np.ndarray, mask: np.ndarray, k: float) -> np.ndarray
     return _masked_sum(lowest_first, taken) / counts
 
 
-def min_k_score(log_probs: Any, mask: Any, k: float = DEFAULT_MIN_K) -> np.ndarray:
+def min_k_score(log_probs: Any, mask: Any, k: float = DEFAULT_MIN_K, include_final_token: bool = False) -> np.ndarray:
     """Min-K% attack score (Shi et al. 2024): mean of the lowest ``k`` fraction of token log-probabilities, (N,).
 
     A text seen in training rarely has very unlikely tokens, so its worst tokens are better than an unseen text's;
-    averaging only those ignores the many tokens that are easy for any model. At least one token is used.
+    averaging only those ignores the many tokens that are easy for any model. At least one token is used. Each row's
+    last scored token (a completion's end-of-sequence prediction) is left out, as in the reference implementation;
+    ``include_final_token=True`` ranks it too (hf_scrub before §21).
     """
     k = _check_k(k)
     values, mask = _token_inputs(log_probs, mask)
-    return _lowest_k_mean(values, mask, k)
+    return _lowest_k_mean(values, mask if include_final_token else _without_final_token(mask), k)
 
 
-def min_k_plus_plus_score(log_probs: Any, mu: Any, sigma: Any, mask: Any, k: float = DEFAULT_MIN_K) -> np.ndarray:
+def min_k_plus_plus_score(
+    log_probs: Any, mu: Any, sigma: Any, mask: Any, k: float = DEFAULT_MIN_K, include_final_token: bool = False
+) -> np.ndarray:
     """Min-K%++ attack score (Zhang et al. 2024): Min-K% over standardised token scores, shape (N,).
 
     Token t scores ``(log p(x_t) - mu_t) / sigma_t``, with ``mu_t = E_z[log p_t(z)]`` and
     ``sigma_t = sqrt(E_z[(log p_t(z))^2] - mu_t^2)`` under the model's own next-token distribution ``p_t``: training
     makes a seen token a local maximum of the likelihood, i.e. high *relative to the alternatives at that position*,
-    which the raw log-probability does not show. ``sigma`` is floored at 1e-6 (a one-hot distribution has sigma 0):
-    the predicted token then scores about 0 and any other token hugely negative.
+    which the raw log-probability does not show. ``sigma^2`` is floored at 1e-6 (sigma at 1e-3), as in the reference
+    implementation (a one-hot distribution has sigma 0): the predicted token then scores about 0 and any other token
+    hugely negative. The final scored token is left out unless ``include_final_token`` (as in :func:`min_k_score`).
     """
     k = _check_k(k)
     values, mask = _token_inputs(log_probs, mask)
@@ -202,14 +235,15 @@ def min_k_plus_plus_score(log_probs: Any, mu: Any, sigma: Any, mask: Any, k: flo
             "`sigma` is negative at scored positions: pass the standard deviation, not a log or variance."
         )
     standardised = np.zeros_like(values)
-    standardised[mask] = (values[mask] - means[mask]) / np.maximum(spreads[mask], _SIGMA_FLOOR)
-    return _lowest_k_mean(standardised, mask, k)
+    standardised[mask] = (values[mask] - means[mask]) / np.sqrt(np.maximum(spreads[mask] ** 2, _VARIANCE_FLOOR))
+    return _lowest_k_mean(standardised, mask if include_final_token else _without_final_token(mask), k)
 
 
 def membership_scores(
     log_probs: Any, mask: Any, texts: Sequence[str], mu: Any, sigma: Any, k: float = DEFAULT_MIN_K
 ) -> dict[str, np.ndarray]:
-    """All four membership scores of each row, ``{name: (N,) array}`` in :data:`MEMBERSHIP_SCORES` order."""
+    """All four membership scores of each row, ``{name: (N,) array}`` in :data:`MEMBERSHIP_SCORES` order, each on the
+    field's convention (the defaults of the functions above)."""
     return {
         "loss": loss_score(log_probs, mask),
         "zlib": zlib_score(log_probs, mask, texts),
@@ -262,32 +296,67 @@ def llm_membership_inference(forget: Mapping[str, Any], holdout: Mapping[str, An
     return {f"auc_{name}": membership_auc(forget[name], holdout[name]) for name in common}
 
 
-def privleak(auc_unlearned: float, auc_retrain: float) -> float:
-    """PrivLeak (MUSE, Shi et al. 2024): ``(AUC_unlearned - AUC_retrain) / AUC_retrain * 100``, in percent.
+PRIVLEAK_CONVENTIONS = ("muse", "relative_auc")
 
-    0 = the unlearned model leaks forget-set membership exactly as much as a model that never saw it; positive =
-    still more (under-unlearning); negative = less, i.e. the forget set now stands out by being *too* unlikely
-    (over-unlearning), which leaks membership too.
+
+def privleak(auc_unlearned: float, auc_retrain: float, convention: str = "muse") -> float:
+    """PrivLeak (MUSE, Shi et al. 2024) in percent, from ROC AUCs with the forget rows as members (1 = every forget
+    row more likely than every holdout row, :func:`membership_auc`'s orientation).
+
+    ``convention="muse"`` (the default): ``((1 - AUC_u) - (1 - AUC_r)) / (1 - AUC_r) * 100``, MUSE's formula on its
+    AUC orientation (holdout as the positive class, i.e. ``1 - AUC`` here), as MUSE's and OpenUnlearning's code
+    compute it. 0 = leaks forget-set membership as much as a model that never saw it; *negative* = still more
+    (under-unlearning: the original model scores about -100); positive = the forget set stands out by being too
+    unlikely (over-unlearning), which leaks membership too. ``convention="relative_auc"``: ``(AUC_u - AUC_r) / AUC_r
+    * 100`` on this AUC (hf_scrub before §21): the opposite sign, another denominator.
     """
+    if convention not in PRIVLEAK_CONVENTIONS:
+        raise ValueError(f"`convention` must be one of {PRIVLEAK_CONVENTIONS}, got {convention!r}.")
     for name, value in (("auc_unlearned", auc_unlearned), ("auc_retrain", auc_retrain)):
         if not 0 <= value <= 1:
             raise ValueError(
                 f"`{name}` must be a ROC AUC fraction in [0, 1], got {value}; divide a percentage by 100."
             )
-    if auc_retrain == 0:
-        raise ValueError("`auc_retrain` is 0, so the relative difference is undefined; check the Retrain scores.")
-    return float((auc_unlearned - auc_retrain) / auc_retrain * 100.0)
+    if convention == "relative_auc":
+        if auc_retrain == 0:
+            raise ValueError("`auc_retrain` is 0, so the relative difference is undefined; check the Retrain scores.")
+        return float((auc_unlearned - auc_retrain) / auc_retrain * 100.0)
+    if auc_retrain == 1:
+        raise ValueError(
+            "`auc_retrain` is 1 (MUSE's AUC 0), so MUSE's relative difference is undefined: the Retrain model tells "
+            "forget from holdout rows perfectly, i.e. the holdout rows are not from the forget set's distribution."
+        )
+    return float(((1 - auc_unlearned) - (1 - auc_retrain)) / (1 - auc_retrain) * 100.0)
 
 
-def truth_ratio(paraphrased_probability: Any, perturbed_probabilities: Any) -> np.ndarray:
-    """TOFU truth ratio per question: mean over wrong answers of ``P(perturbed) / P(paraphrased correct)``, (N,).
+TRUTH_RATIO_MEANS = ("geometric", "arithmetic")
+TRUTH_RATIO_AGGREGATES = ("closer_to_1", "true_better", "mean")
 
-    Probabilities are length-normalised (:func:`answer_probability`). Comparing the correct answer with wrong answers
-    of the same form asks whether the model still *prefers* the truth, which a drop of the answer's probability alone
-    does not show. Near 0: knows the answer; around 1: indifferent; the Retrain model's distribution is the target.
+
+def _probabilities(values: Any, name: str, matrix: str | None = None) -> np.ndarray:
+    array = _float64(values, name, matrix)
+    if not ((array >= 0) & (array <= 1)).all():
+        raise ValueError(
+            f"`{name}` must hold probabilities in [0, 1] (see `answer_probability`), not log-probabilities or NaN."
+        )
+    return array
+
+
+def truth_ratio(paraphrased_probability: Any, perturbed_probabilities: Any, mean: str = "geometric") -> np.ndarray:
+    """TOFU truth ratio per question, ``R = P(perturbed) / P(correct)``, shape (N,).
+
+    Probabilities are length-normalised (:func:`answer_probability`); the correct answer is the paraphrased one on
+    the forget and retain sets, the answer itself on TOFU's real-authors and world-facts sets. ``P(perturbed)`` is
+    the *geometric* mean over the wrong answers by default, ``exp(mean_j log P_j)``: TOFU's and OpenUnlearning's code
+    average the wrong answers' mean NLLs. ``mean="arithmetic"`` averages their probabilities (TOFU's paper text, and
+    hf_scrub before §21). Comparing the correct answer with wrong answers of the same form asks whether the model
+    still *prefers* the truth, which a drop of the answer's probability alone does not show. Near 0: knows the
+    answer; around 1: indifferent; :func:`truth_ratio_aggregate` reduces the ratios to the reported number.
     """
-    paraphrased = _float64(paraphrased_probability, "paraphrased_probability")
-    perturbed = _float64(
+    if mean not in TRUTH_RATIO_MEANS:
+        raise ValueError(f"`mean` must be one of {TRUTH_RATIO_MEANS} (of the wrong answers), got {mean!r}.")
+    paraphrased = _probabilities(paraphrased_probability, "paraphrased_probability")
+    perturbed = _probabilities(
         perturbed_probabilities,
         "perturbed_probabilities",
         "(num_questions, num_wrong_answers); reshape a single wrong answer per question to (N, 1)",
@@ -297,17 +366,73 @@ def truth_ratio(paraphrased_probability: Any, perturbed_probabilities: Any) -> n
             f"`perturbed_probabilities` must have shape (N, P) with N = {len(paraphrased)} questions (one row per "
             f"`paraphrased_probability`) and P >= 1 wrong answers, got {perturbed.shape}."
         )
-    for name, array in (("paraphrased_probability", paraphrased), ("perturbed_probabilities", perturbed)):
-        if not ((array >= 0) & (array <= 1)).all():
-            raise ValueError(
-                f"`{name}` must hold probabilities in [0, 1] (see `answer_probability`), not log-probabilities or NaN."
-            )
     if (paraphrased == 0).any():
         raise ValueError(
             "`paraphrased_probability` is 0 for some question, so its truth ratio is undefined: a token of "
             "probability 0 (a masked vocabulary entry?) is among the scored tokens."
         )
-    return perturbed.mean(axis=1) / paraphrased
+    if mean == "arithmetic":
+        wrong = perturbed.mean(axis=1)
+    else:
+        with np.errstate(divide="ignore"):  # a wrong answer of probability 0 makes the geometric mean 0
+            wrong = np.exp(np.log(perturbed).mean(axis=1))
+    return wrong / paraphrased
+
+
+def truth_ratio_aggregate(truth_ratios: Any, aggregate: str = "closer_to_1") -> float:
+    """The one number TOFU reports from a set's truth ratios R (higher is better in both of TOFU's forms).
+
+    - ``"closer_to_1"`` (forget set): ``mean(min(R, 1 / R))``: 1 = the model cannot tell right from wrong answers;
+    - ``"true_better"`` (retain, real authors, world facts): ``mean(max(0, 1 - R))``: 1 = it clearly prefers the
+      right ones;
+    - ``"mean"``: ``mean(R)`` (hf_scrub's forget truth ratio before §21; lower = knows more).
+
+    The first two are TOFU's and OpenUnlearning's aggregators (`closer_to_1_better`, `true_better`).
+    """
+    if aggregate not in TRUTH_RATIO_AGGREGATES:
+        raise ValueError(f"`aggregate` must be one of {TRUTH_RATIO_AGGREGATES}, got {aggregate!r}.")
+    ratios = _scores(truth_ratios, "truth_ratios")
+    if (ratios < 0).any():
+        raise ValueError("`truth_ratios` must be ratios of probabilities (>= 0); see `truth_ratio`.")
+    if aggregate == "closer_to_1":
+        with np.errstate(divide="ignore"):  # R = 0: min(0, inf) = 0
+            values = np.minimum(ratios, 1.0 / ratios)
+    elif aggregate == "true_better":
+        values = np.maximum(0.0, 1.0 - ratios)
+    else:
+        values = ratios
+    return float(values.mean())
+
+
+def normalised_probability(correct_probability: Any, perturbed_probabilities: Any) -> np.ndarray:
+    """Per question, ``P(correct) / (P(correct) + sum_j P(perturbed_j))``, shape (N,): TOFU's probability on the
+    real-authors and world-facts sets (OpenUnlearning's `probability_w_options`), where a model is scored by how
+    much of its mass over the listed options falls on the right one, not by the answer's probability alone."""
+    correct = _probabilities(correct_probability, "correct_probability")
+    perturbed = _probabilities(perturbed_probabilities, "perturbed_probabilities", "(num_questions, num_options)")
+    if perturbed.shape[0] != len(correct) or len(correct) == 0:
+        raise ValueError(
+            f"`perturbed_probabilities` must have one row per question ({len(correct)}), got {perturbed.shape}."
+        )
+    total = correct + perturbed.sum(axis=1)
+    if (total == 0).any():
+        raise ValueError("Some question has probability 0 for every option: its normalised probability is undefined.")
+    return correct / total
+
+
+def model_utility(values: Mapping[str, float]) -> float:
+    """TOFU's model utility: the harmonic mean of its utility numbers (answer probability, ROUGE-L recall and truth
+    ratio on the retain, real-authors and world-facts sets; OpenUnlearning's `hm_aggregate`). Each lies in [0, 1];
+    the harmonic mean is 0 as soon as one of them is, so a model cannot buy utility on one set with another."""
+    from scipy.stats import hmean
+
+    if not values:
+        raise ValueError("No utility numbers were given: pass {name: value} for at least one of TOFU's sets.")
+    array = np.array([float(value) for value in values.values()], dtype=np.float64)
+    bad = [name for name, value in values.items() if not 0 <= float(value) <= 1]
+    if bad:
+        raise ValueError(f"Utility numbers must lie in [0, 1]; {bad} do not.")
+    return 0.0 if (array == 0).any() else float(hmean(array))
 
 
 def forget_quality(unlearned_truth_ratios: Any, retrain_truth_ratios: Any) -> float:
@@ -324,15 +449,23 @@ def forget_quality(unlearned_truth_ratios: Any, retrain_truth_ratios: Any) -> fl
     return float(ks_2samp(unlearned, retrain).pvalue)
 
 
-def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    """ROUGE-L recall of each greedy answer against its reference, shape (N,), with ``rouge_score`` (no stemming).
+ROUGE_MEASURES = ("recall", "f1")
 
-    Recall, not F1: the question is how much of the reference the model still produces, and a long answer that
-    contains it should count. rouge_score's tokenizer lowercases and keeps only ``[a-z0-9]`` runs, so text in other
-    scripts scores 0.
+
+def rouge_l(
+    predictions: Sequence[str], references: Sequence[str], measure: str = "recall", use_stemmer: bool = True
+) -> np.ndarray:
+    """ROUGE-L of each generated answer against its reference, shape (N,), with ``rouge_score``.
+
+    ``measure="recall"`` (TOFU: how much of the reference the model still produces, so a long answer that contains
+    it counts) or ``"f1"`` (MUSE's knowmem and verbmem). ``use_stemmer=True`` (TOFU's and OpenUnlearning's setting;
+    MUSE's own code scores without stemming) compares Porter stems, so "married" matches "marries". rouge_score's
+    tokenizer lowercases and keeps only ``[a-z0-9]`` runs, so text in other scripts scores 0.
     """
     from rouge_score import rouge_scorer
 
+    if measure not in ROUGE_MEASURES:
+        raise ValueError(f"`measure` must be one of {ROUGE_MEASURES}, got {measure!r}.")
     for name, texts in (("predictions", predictions), ("references", references)):
         if isinstance(texts, str):
             raise ValueError(f"`{name}` must be a sequence of strings (one per example), got a single string.")
@@ -341,14 +474,20 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> np.
             f"`predictions` ({len(predictions)}) and `references` ({len(references)}) must be non-empty and of equal "
             "length: one generated answer per reference."
         )
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+    field = "recall" if measure == "recall" else "fmeasure"
     return np.array(
         [
-            scorer.score(target=reference, prediction=prediction)["rougeL"].recall
+            getattr(scorer.score(target=reference, prediction=prediction)["rougeL"], field)
             for prediction, reference in zip(predictions, references, strict=True)
         ],
         dtype=np.float64,
     )
+
+
+def rouge_l_recall(predictions: Sequence[str], references: Sequence[str], use_stemmer: bool = True) -> np.ndarray:
+    """ROUGE-L recall of each answer (:func:`rouge_l` with ``measure="recall"``), stemming on by default (TOFU)."""
+    return rouge_l(predictions, references, "recall", use_stemmer)
 
 
 def perplexity(log_probs: Any, mask: Any) -> float:

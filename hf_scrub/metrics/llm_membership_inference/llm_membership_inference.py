@@ -64,14 +64,16 @@ _CITATION = """\
 """
 
 _DESCRIPTION = """\
-Membership inference against a causal LM after unlearning. Each example has four scores, higher meaning "more
-likely trained on": LOSS (-mean NLL of the scored tokens), zlib (-NLL sum / zlib-compressed length of the text),
-Min-K% (mean of the lowest 40 % token log-probabilities) and Min-K%++ (the same over log-probabilities standardised
-by the mean and standard deviation of log p under the model's own next-token distribution); compute them with
+Membership inference against a causal LM after unlearning, on the convention of OpenUnlearning's and MUSE's code.
+Each example has four scores, higher meaning "more likely trained on": LOSS (-mean NLL of the scored tokens), zlib
+(-mean NLL / zlib-compressed length of the text), Min-K% (mean of the lowest 40 % token log-probabilities, the final
+end-of-sequence prediction left out) and Min-K%++ (the same over log-probabilities standardised by the mean and
+standard deviation of log p under the model's own next-token distribution); compute them with
 `hf_scrub.metrics.membership_scores`. For every score this metric reports the ROC AUC (a fraction) of telling the
 forget set (members, label 1) from a holdout set of the same distribution that was never trained on (label 0). With
-the Retrain model's AUCs it also reports PrivLeak, (AUC - AUC_retrain) / AUC_retrain in percent: 0 = leaks like a
-model that never saw the forget set.
+the Retrain model's AUCs it also reports PrivLeak in percent, MUSE's ((1 - AUC) - (1 - AUC_retrain)) /
+(1 - AUC_retrain) x 100: 0 = leaks like a model that never saw the forget set, negative = leaks more
+(`privleak_convention="relative_auc"`: hf_scrub's earlier (AUC - AUC_retrain) / AUC_retrain x 100).
 
 The forget and holdout sets have different sizes, so the forget scores are the per-example inputs (stream them with
 `add_batch(**membership_scores(...))`) and the holdout scores are one `compute` keyword argument, a dict of lists.
@@ -85,10 +87,11 @@ Args:
         length; a subset of the names restricts the AUCs to it). Keyword argument of `compute`.
     retrain_aucs (`dict` of `str` to `float`, *optional*): The Retrain model's result of this metric (its
         `auc_<score>` entries are used, other keys are ignored). Adds `privleak_<score>` keys.
+    privleak_convention (`str`, *optional*): "muse" (default) or "relative_auc" (see `hf_scrub.metrics.privleak`).
 Returns:
     auc_<score> (`float`): ROC AUC in [0, 1] of forget vs holdout by that score; 0.5 = chance.
-    privleak_<score> (`float`): with `retrain_aucs`, (auc - retrain auc) / retrain auc x 100; 0 = like Retrain,
-        positive = still leaks more than Retrain.
+    privleak_<score> (`float`): with `retrain_aucs`, MUSE's PrivLeak in percent; 0 = like Retrain, negative = still
+        leaks more than Retrain (the original model: about -100).
 Examples:
     >>> import hf_scrub.metrics
     >>> metric = hf_scrub.metrics.load_metric("llm_membership_inference")
@@ -97,7 +100,7 @@ Examples:
     >>> holdout = {"loss": [-1.0, -2.0], "zlib": [-0.1, -0.2], "min_k": [-3.0, -4.0], "min_k_plus_plus": [0.5, -1.0]}
     >>> result = metric.compute(**forget, holdout_scores=holdout, retrain_aucs={"auc_loss": 0.5})
     >>> result["auc_loss"], result["auc_min_k_plus_plus"], result["privleak_loss"]
-    (1.0, 0.5, 100.0)
+    (1.0, 0.5, -100.0)
 """
 
 
@@ -118,7 +121,7 @@ class LlmMembershipInference(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2310.16789", "https://arxiv.org/abs/2404.02936"],
         )
 
-    def _compute(self, holdout_scores=None, retrain_aucs=None, **forget_scores):
+    def _compute(self, holdout_scores=None, retrain_aucs=None, privleak_convention="muse", **forget_scores):
         if holdout_scores is None:
             raise ValueError(
                 "`holdout_scores` is missing: call `compute(..., holdout_scores={score name: list of scores})` with "
@@ -133,5 +136,6 @@ class LlmMembershipInference(evaluate.Metric):
                     "metric (its `auc_<score>` entries)."
                 )
             for key in shared:
-                results[f"privleak_{key.removeprefix('auc_')}"] = privleak(results[key], retrain_aucs[key])
+                value = privleak(results[key], retrain_aucs[key], privleak_convention)
+                results[f"privleak_{key.removeprefix('auc_')}"] = value
         return results

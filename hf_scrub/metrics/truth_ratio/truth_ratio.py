@@ -16,7 +16,7 @@
 import datasets
 import evaluate
 
-from hf_scrub.metrics.llm import forget_quality, truth_ratio
+from hf_scrub.metrics.llm import forget_quality, truth_ratio, truth_ratio_aggregate
 
 _CITATION = """\
 @inproceedings{kurmanji2023towards,
@@ -37,13 +37,16 @@ _CITATION = """\
 """
 
 _DESCRIPTION = """\
-Truth ratio from TOFU (Maini et al., 2024). For each forget-set question, the model's length-normalised probability
-exp(-mean NLL) of a paraphrase of the correct answer is compared with its probabilities of wrong answers of the same
-form: R = mean over wrong answers of P(wrong) / P(paraphrased correct). Near 0 the model still knows the answer,
-around 1 it cannot tell it from wrong ones. `truth_ratio` is the mean of R over the questions and `truth_ratios`
-the per-question values. Given the Retrain model's `truth_ratios`, `forget_quality` is the p-value of the
-two-sample Kolmogorov-Smirnov test between the two sets of ratios (scipy.stats.ks_2samp); p >= 0.05 reads as
-"indistinguishable from a model that never saw the forget set".
+Truth ratio from TOFU (Maini et al., 2024), on the convention of TOFU's and OpenUnlearning's code. For each question,
+the model's length-normalised probability exp(-mean NLL) of the correct answer (a paraphrase of it on the forget and
+retain sets) is compared with the geometric mean of its probabilities of wrong answers of the same form:
+R = exp(mean over wrong answers of log P(wrong)) / P(correct). Near 0 the model still knows the answer, around 1 it
+cannot tell it from wrong ones. `truth_ratios` are the per-question values and `truth_ratio` TOFU's aggregate of
+them: mean(min(R, 1 / R)) on a forget set (1 = indifferent, the goal), mean(max(0, 1 - R)) with
+`aggregate="true_better"` on the sets the model should keep. Given the Retrain model's `truth_ratios`,
+`forget_quality` is the p-value of the two-sample Kolmogorov-Smirnov test between the two sets of ratios
+(scipy.stats.ks_2samp); p >= 0.05 reads as "indistinguishable from a model that never saw the forget set".
+`mean="arithmetic"` and `aggregate="mean"` give hf_scrub's earlier formulas (mean of P(wrong), mean of R).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -54,19 +57,22 @@ Args:
         the same number for every question. Per-example input.
     retrain_truth_ratios (`list` of `float`, *optional*): The Retrain model's `truth_ratios` on the same questions.
         Keyword argument of `compute`; adds `forget_quality`.
+    mean (`str`, *optional*): "geometric" (default, TOFU's code) or "arithmetic" mean of the wrong answers.
+    aggregate (`str`, *optional*): "closer_to_1" (default, TOFU's forget aggregate), "true_better" (retain,
+        real authors, world facts) or "mean".
 Returns:
-    truth_ratio (`float`): Mean truth ratio over the questions.
+    truth_ratio (`float`): TOFU's aggregate of the questions' truth ratios.
     truth_ratios (`list` of `float`): Truth ratio of every question (what `retrain_truth_ratios` takes).
     forget_quality (`float`): With `retrain_truth_ratios`, the KS test p-value in [0, 1]; >= 0.05 = like Retrain.
 Examples:
     >>> import hf_scrub.metrics
     >>> metric = hf_scrub.metrics.load_metric("truth_ratio")
     >>> result = metric.compute(
-    ...     paraphrased_probability=[0.5, 0.25], perturbed_probabilities=[[0.1, 0.3], [0.25, 0.25]],
-    ...     retrain_truth_ratios=[0.4, 1.0],
+    ...     paraphrased_probability=[0.5, 0.2], perturbed_probabilities=[[0.1, 0.4], [0.4, 0.4]],
+    ...     retrain_truth_ratios=[0.4, 2.0],
     ... )
     >>> [round(value, 6) for value in result["truth_ratios"]], round(result["truth_ratio"], 6)
-    ([0.4, 1.0], 0.7)
+    ([0.4, 2.0], 0.45)
     >>> result["forget_quality"]
     1.0
 """
@@ -93,9 +99,16 @@ class TruthRatio(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2401.06121"],
         )
 
-    def _compute(self, paraphrased_probability, perturbed_probabilities, retrain_truth_ratios=None):
-        ratios = truth_ratio(paraphrased_probability, perturbed_probabilities)
-        results = {"truth_ratio": float(ratios.mean()), "truth_ratios": ratios.tolist()}
+    def _compute(
+        self,
+        paraphrased_probability,
+        perturbed_probabilities,
+        retrain_truth_ratios=None,
+        mean="geometric",
+        aggregate="closer_to_1",
+    ):
+        ratios = truth_ratio(paraphrased_probability, perturbed_probabilities, mean)
+        results = {"truth_ratio": truth_ratio_aggregate(ratios, aggregate), "truth_ratios": ratios.tolist()}
         if retrain_truth_ratios is not None:
             results["forget_quality"] = forget_quality(ratios, retrain_truth_ratios)
         return results
