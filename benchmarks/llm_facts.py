@@ -10,11 +10,12 @@ the first 4 people (8 rows); Retrain is the same base fine-tuned with the same r
 rows, with the tied embedding frozen; an original or a Retrain takes ~1.5-3 min, each unlearning run ~1-2 min plus
 its evaluations.
 
-Every method runs through `scripts/scrub.py` (hf_scrub.cli.main) with the causal-LM defaults (LoRA, the `llm`
-preset), `--retrain_model_name_or_path` pointing at that seed's Retrain model, so each run's results hold the
+Every method runs through `scripts/scrub.py` (hf_scrub.cli.main) with the causal-LM defaults (LoRA, the `llm_auto`
+preset for SCRUB), `--retrain_model_name_or_path` pointing at that seed's Retrain model, so each run's results hold the
 original, the unlearned and the Retrain columns with every LLM metric (hf_scrub.lm_evaluation), PrivLeak and forget
-quality included. Methods (METHODS): scrub (the CLI's defaults for a causal LM, i.e. the `llm` preset), scrub_demo
-(the LLM demo's one change: forget batches of 2; only with --methods), neggrad (gradient ascent), graddiff, npo,
+quality included. Methods (METHODS): scrub (the CLI's defaults for a causal LM: the goal-driven `llm_auto` preset),
+scrub_llm (the paper-style fixed `llm` preset), scrub_demo (the `llm` preset with the old demo's forget batches of 2;
+only with --methods), neggrad (gradient ascent), graddiff, npo,
 simnpo, rmu (block 7 of SmolLM2's 30, OpenUnlearning's defaults otherwise).
 
 The columns are on the field's conventions (docs/design.md §21, hf_scrub/metrics/README.md): forget truth ratio =
@@ -53,14 +54,15 @@ COMMON = ["--test_split", "holdout", "--per_device_eval_batch_size", "32", "--ma
           "no", "--report_to", "none", "--logging_steps", "50", "--disable_tqdm", "true"]  # fmt: skip
 METHODS: dict[str, list[str]] = {
     "scrub": [],
-    "scrub_demo": ["--per_device_forget_batch_size", "2"],
+    "scrub_llm": ["--preset", "llm"],
+    "scrub_demo": ["--preset", "llm", "--per_device_forget_batch_size", "2"],
     "neggrad": ["--method", "neggrad"],
     "graddiff": ["--method", "graddiff"],
     "npo": ["--method", "npo"],
     "simnpo": ["--method", "simnpo"],
     "rmu": ["--method", "rmu"],
 }
-DEFAULT_METHODS = ["scrub", "neggrad", "graddiff", "npo", "simnpo", "rmu"]  # scrub_demo on request (--methods)
+DEFAULT_METHODS = ["scrub", "scrub_llm", "neggrad", "graddiff", "npo", "simnpo", "rmu"]  # scrub_demo on request (--methods)
 QUICK_METHODS = ["scrub"]
 METHOD_ORDER = ["original", "retrain", *METHODS]
 # The combined distance to Retrain: mean absolute difference over these (all in [0, 1]).

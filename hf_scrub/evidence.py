@@ -106,8 +106,8 @@ def outcome_warnings(trainer: Any, reports: Mapping[str, Mapping[str, float]]) -
         warnings.append("learning_rate is 0: no step changes the model, so the 'unlearned' model is the original.")
     if trainer.rewind_epoch == 0:
         warnings.append(
-            "SCRUB+R chose epoch 0: the returned model is the original model, unchanged (no epoch's forget error "
-            "was closer to the forget-validation reference)."
+            "SCRUB+R chose epoch 0: the returned model is the original model, unchanged (the judge ranked no "
+            "later epoch above the original; see the verdict)."
         )
     before = reports["original"].get("retain_accuracy")
     after = reports["unlearned"].get("retain_accuracy")

@@ -7,8 +7,9 @@ kept": both are the same `Judgement`.
 
 What it reads (`Evidence`, taken at every epoch end by `UnlearningTrainer.record_epoch`, epoch 0 = the original):
 each forget row's *membership score* (`hf_scrub.losses.membership_scores`: its loss, i.e. how member-like the row
-is; for a causal LM the mean NLL of its completion), the same for the reference rows, which forget rows are still
-recognised as a forgotten class, and the accuracy on a fixed retain sample. The targets come only from data the run
+is; for a causal LM the Min-K% NLL of its completion), the same for the reference rows, which forget rows are still
+recognised (predicted as a forgotten class; a causal LM's: answer reproduced by greedy decoding), and the accuracy on
+a fixed retain sample. The targets come only from data the run
 has, never from a Retrain model:
 
 - **class** (no retain row carries a forgotten label): a model that never saw the classes does not predict them.
@@ -23,7 +24,10 @@ has, never from a Retrain model:
   *more* forgotten than unseen data, which an attacker sees as well as memorisation. Not an error rate (at 100 rows
   its band is +/- 8-11 points) and not the AUC alone: a location test, it calls two distributions alike when their
   shapes differ (measured: forget rows all at middling losses against unseen rows that are either sure and right or
-  wrong, AUC 0.48, while a threshold attack still told them apart at 60 %).
+  wrong, AUC 0.48, while a threshold attack still told them apart at 60 %). A causal LM's request must also not be
+  *extractable*: at most `CLASS_TOLERANCE` more of the forget rows' answers reproduced by greedy decoding than of the
+  reference rows' under the original (a score can match unseen rows' while the fact tokens are still the argmax:
+  measured on the demo, KS p = 0.33 with 3 of 8 answers reproduced against 1 of 20 unseen); above it, "short".
 - **none**: no unseen reference (no test split, or reference rows the original trained on). Not judged.
 - **retain kept**: the accuracy (a causal LM's: next-token accuracy) on a fixed seeded sample of retain rows
   (`history_retain_examples`) at most `RETAIN_TOLERANCE` below the original's. The goal-driven schedule tests its
@@ -110,7 +114,8 @@ class Evidence:
 
     `forget_scores` / `reference_scores`: membership scores (losses, higher = less member-like) of the forget rows and
     of the reference rows (for a class request the held-out rows of the forgotten classes). `forget_recognised` /
-    `reference_recognised`: which rows are predicted as a forgotten class (class requests; None otherwise).
+    `reference_recognised`: which rows are predicted as a forgotten class (class requests), or whose answer greedy
+    decoding reproduces (causal LMs); None otherwise.
     `retain_accuracy` on `num_retain` retain rows, measured as `retain_measure` says; `retain_scores`: the retain
     rows' membership scores (a class request's gate targets come from the original's).
     """
@@ -128,7 +133,9 @@ class Evidence:
 @dataclass(frozen=True)
 class Judgement:
     """The judge's reading of one model. `statistic`: the recognised share (class) or the membership AUC
-    (distribution); `distance`, `p_value`: the KS statistic and its p-value (distribution)."""
+    (distribution); `distance`, `p_value`: the KS statistic and its p-value (distribution); `reproduced`, against
+    `reference_reproduced`: the share of forget rows, and of reference rows under the original, whose answer greedy
+    decoding reproduces (causal LMs)."""
 
     kind: Kind
     status: Status
@@ -142,6 +149,8 @@ class Judgement:
     num_reference: int
     num_retain: int
     retain_measure: str
+    reproduced: float | None = None
+    reference_reproduced: float | None = None
 
     @property
     def forget_met(self) -> bool | None:
@@ -177,10 +186,17 @@ class Judgement:
                 f"forget rows, {self.num_reference} unseen)"
             )
         if self.kind is Kind.DISTRIBUTION:
+            extraction = ""
+            if self.reproduced is not None:
+                extraction = (
+                    f"; answers reproduced by greedy decoding: {self.reproduced:.4f} of the forget rows, "
+                    f"{self.reference_reproduced:.4f} of the unseen rows under the original (at most "
+                    f"{CLASS_TOLERANCE} more)"
+                )
             return (
                 f"unseen rows of the forget set's distribution: the {self.num_forget} forget rows' losses against the "
                 f"original's on {self.num_reference} unseen rows, two-sample KS p = {self.p_value:.3g} (alike at "
-                f">= {ALPHA}), membership AUC {self.statistic:.4f} (0.5: alike)"
+                f">= {ALPHA}), membership AUC {self.statistic:.4f} (0.5: alike){extraction}"
             )
         return "none: no unseen examples of the forget set's distribution (pass a test split to judge)"
 
@@ -210,7 +226,12 @@ class Judgement:
             "judge_num_reference": float(self.num_reference),
             "judge_num_retain": float(self.num_retain),
         }
-        optional = {"judge_statistic": self.statistic, "judge_distance": self.distance, "judge_p_value": self.p_value}
+        optional = {
+            "judge_statistic": self.statistic,
+            "judge_distance": self.distance,
+            "judge_p_value": self.p_value,
+            "judge_reproduced": self.reproduced,
+        }
         return numbers | {key: value for key, value in optional.items() if value is not None}
 
 
@@ -222,17 +243,21 @@ class Judge:
     original_retain_accuracy: float
     retain_measure: str = "accuracy"
     reference_scores: np.ndarray | None = None  # the original's, on the reference rows (distribution)
+    reference_reproduced: float | None = None  # the original's reproduced share of the reference rows (causal LMs)
 
     @classmethod
     def for_original(cls, kind: Kind, original: Evidence) -> Judge:
         reference = original.reference_scores if kind is Kind.DISTRIBUTION else None
         if kind is Kind.DISTRIBUTION and (reference is None or len(reference) == 0):
             raise ValueError("A distribution request needs the original's scores on unseen reference rows.")
-        return cls(kind, original.retain_accuracy, original.retain_measure, reference)
+        reproduced = None
+        if kind is Kind.DISTRIBUTION and original.reference_recognised is not None:
+            reproduced = float(np.mean(original.reference_recognised))
+        return cls(kind, original.retain_accuracy, original.retain_measure, reference, reproduced)
 
     def __call__(self, evidence: Evidence) -> Judgement:
         num_reference = 0
-        statistic = distance = p_value = None
+        statistic = distance = p_value = reproduced = None
         if self.kind is Kind.CLASS:
             shares = [float(np.mean(evidence.forget_recognised))]
             if evidence.reference_recognised is not None and len(evidence.reference_recognised):
@@ -247,6 +272,10 @@ class Judge:
             status = Status.MET
             if p_value < ALPHA:
                 status = Status.SHORT if statistic > 0.5 else Status.OVERSHOT
+            if self.reference_reproduced is not None and evidence.forget_recognised is not None:
+                reproduced = float(np.mean(evidence.forget_recognised))
+                if reproduced > self.reference_reproduced + CLASS_TOLERANCE + 1e-12:
+                    status = Status.SHORT  # extractable: answers still produced, whatever the scores say
         else:
             status = Status.UNJUDGED
         return Judgement(
@@ -262,6 +291,8 @@ class Judge:
             num_reference=num_reference,
             num_retain=evidence.num_retain,
             retain_measure=evidence.retain_measure,
+            reproduced=reproduced,
+            reference_reproduced=self.reference_reproduced if reproduced is not None else None,
         )
 
     def from_log(self, entry: Mapping[str, float]) -> Judgement:
@@ -280,6 +311,8 @@ class Judge:
             num_reference=num_reference,
             num_retain=int(entry["judge_num_retain"]),
             retain_measure=self.retain_measure,
+            reproduced=entry.get("judge_reproduced"),
+            reference_reproduced=self.reference_reproduced if "judge_reproduced" in entry else None,
         )
 
     def to_log(self) -> dict[str, Any]:
@@ -289,6 +322,7 @@ class Judge:
             "original_retain_accuracy": self.original_retain_accuracy,
             "retain_measure": self.retain_measure,
             "reference_scores": None if self.reference_scores is None else self.reference_scores.tolist(),
+            "reference_reproduced": self.reference_reproduced,
         }
 
     @classmethod
@@ -300,6 +334,7 @@ class Judge:
             entry["original_retain_accuracy"],
             entry["retain_measure"],
             None if scores is None else np.array(scores),
+            entry.get("reference_reproduced"),
         )
 
 

@@ -25,9 +25,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import ScrubConfig
+from .evaluation import TokenPredictions
 from .goal import AutoSchedule
 from .judge import RETAIN_TOLERANCE, Evidence, Judgement, Kind, matched_quantiles
-from .lm_losses import next_token_mask, sequence_log_likelihood, token_forget_loss, token_retain_loss
+from .lm_losses import next_token_mask, token_forget_loss, token_retain_loss
+from .lm_metrics import token_statistics
 from .losses import (
     cross_entropy_per_item,
     forget_loss,
@@ -427,7 +429,7 @@ class ScrubTrainer(UnlearningTrainer):
         gate = tags.real.float()
         if forget and self.goal is not None:
             gate = self._gate(model, inputs, tags)
-            self._open_rows += (gate != 0).sum()
+            self._open_rows += (gate != 0).reshape(len(gate), -1).any(-1).sum()
             if not gate.any() and self.accelerator.num_processes == 1:
                 return self._skipped_step(model, inputs, tags)  # nothing to push: no forward needed
         teacher_logits = tags.teacher_logits
@@ -464,7 +466,9 @@ class ScrubTrainer(UnlearningTrainer):
         chunk = args.token_chunk_size
         if tags.phase is Phase.FORGET:
             distance = -token_forget_loss(outputs.logits, teacher_logits, tags.labels, args.kd_temperature, chunk)
-            self.record_metric("forget_kl", distance, next_token_mask(tags.labels) & (gate != 0)[:, None])
+            self.record_metric(
+                "forget_kl", distance, next_token_mask(tags.labels) & (gate != 0).reshape(len(gate), -1)
+            )
             return gated(-distance, gate)
         counted = next_token_mask(tags.labels) & tags.real[:, None]
         per_token, ce, distance = token_retain_loss(
@@ -478,7 +482,10 @@ class ScrubTrainer(UnlearningTrainer):
     def _gate(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> torch.Tensor:
         """Each forget row's gate (`hf_scrub.losses.gated`), from its membership score under the student (eval mode,
         before this step) against its target: 1 (push, SCRUB's max-step) while the row is more member-like than the
-        matched unseen row, 0 from there on (and for padding rows). With no reference (no targets) every row pushes,
+        matched unseen row, 0 from there on (and for padding rows). A causal LM's row also pushes while greedy
+        decoding still reproduces its answer (the judge's reproduction criterion, `hf_scrub.judge`), and its gate is
+        per loss position, ``(B, L - 1)``: an open row pushes only the tokens its score reads (Min-K%: its least likely
+        40 %, the facts), not the template every model predicts. With no reference (no targets) every row pushes,
         as in the paper's SCRUB."""
         if self._gate_targets is None:
             return tags.real.float()
@@ -487,11 +494,15 @@ class ScrubTrainer(UnlearningTrainer):
             logits = model(**inputs).logits
         finally:
             model.train()
-        if self.token_level:
-            tokens = next_token_mask(tags.labels).sum(-1).clamp(min=1)
-            scores = -sequence_log_likelihood(logits, tags.labels, self.args.token_chunk_size) / tokens
-        else:
-            scores = membership_scores(logits, tags.labels, self.forget_classes)
+        if self.token_level:  # the judge's score of the row, on the same numbers (docs/design.md §19)
+            statistics = token_statistics(logits, tags.labels, self.args.token_chunk_size)
+            rows = TokenPredictions(statistics.cpu().numpy(), tags.labels.cpu().numpy())
+            scores = torch.from_numpy(rows.membership_losses).to(logits.device)
+            reproduced = torch.from_numpy(rows.reproduced).to(logits.device)
+            below = scores < self._gate_targets[tags.rows.to(self._gate_targets.device)]
+            tokens = torch.from_numpy(rows.membership_tokens[:, 1:]).to(logits.device)  # loss positions
+            return (((below | reproduced) & tags.real)[:, None] & tokens).float()
+        scores = membership_scores(logits, tags.labels, self.forget_classes)
         below = scores < self._gate_targets[tags.rows.to(self._gate_targets.device)]
         return (below & tags.real).float()
 

@@ -463,14 +463,16 @@ class UnlearningTrainer(Trainer):
         """What the judge reads of the current model, from the epoch's predictions (`hf_scrub.judge.Evidence`).
 
         Membership scores: `hf_scrub.losses.membership_scores` of the logits (a class request: the forgotten classes'
-        probability), a causal LM's per-row mean NLL. The retain side: accuracy on the judge's retain rows
+        probability), a causal LM's per-row Min-K% NLL (`TokenPredictions.membership_losses`). Recognised rows: a
+        class request's rows predicted as a forgotten class, a causal LM's rows whose answer greedy decoding
+        reproduces (`TokenPredictions.reproduced`). The retain side: accuracy on the judge's retain rows
         (`judge_retain_rows`), next-token accuracy for a causal LM.
         """
         classes = self.forget_classes
         scores, recognised = {}, {}
         for name, split in predictions.items():
             if isinstance(split, TokenPredictions):
-                scores[name] = split.losses
+                scores[name], recognised[name] = split.membership_losses, split.reproduced
                 continue
             logits, labels = torch.from_numpy(split.logits), torch.from_numpy(split.labels)
             scores[name] = membership_scores(logits, labels, classes).numpy()

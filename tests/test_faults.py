@@ -347,7 +347,7 @@ def test_user_error_is_one_line_with_exit_2_and_debug_keeps_the_traceback(tmp_pa
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert plain.stderr.strip().splitlines() == [
         "error: Unknown --method 'magic'; choose one of ['bad_teacher', 'finetune', 'graddiff', 'neggrad', "
-        "'neggrad_plus', 'npo', 'retrain', 'scrub']. (run again with --debug for the traceback)"
+        "'neggrad_plus', 'npo', 'retrain', 'rmu', 'scrub', 'simnpo']. (run again with --debug for the traceback)"
     ]
     debug = run("--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "Unknown --method 'magic'" in debug.stderr

@@ -148,3 +148,24 @@ def test_a_logged_judgement_is_rebuilt_exactly():
     judgement = judge(evidence(rng.exponential(0.5, 20), 0.96))
     assert restored.from_log(judgement.to_log()) == judgement
     assert all(isinstance(value, float) and math.isfinite(value) for value in judgement.to_log().values())
+
+
+def test_a_causal_lms_answers_reproduced_more_often_than_unseen_ones_are_not_forgotten():
+    """Scores alike (KS p = 1) but 3 of 8 answers still reproduced against 1 of 20 unseen under the original: short.
+    At 1 of 8 (0.125 > 0.05 + 0.02) still short; none reproduced: met. Logged and rebuilt with the shares."""
+    rng = np.random.default_rng(2)
+    reference = rng.exponential(1.0, 20)
+    original = evidence(np.zeros(8), reference_scores=reference, reference_recognised=np.arange(20) < 1)
+    judge = Judge.for_original(Kind.DISTRIBUTION, original)
+    assert judge.reference_reproduced == pytest.approx(0.05)
+    alike = np.quantile(reference, (np.arange(8) + 0.5) / 8)
+    readings = {k: judge(evidence(alike, forget_recognised=np.arange(8) < k)) for k in (3, 1, 0)}
+    assert all(reading.p_value > 0.9 for reading in readings.values())
+    assert [readings[k].status for k in (3, 1, 0)] == [Status.SHORT, Status.SHORT, Status.MET]
+    assert readings[3].reproduced == 0.375 and readings[3].reference_reproduced == pytest.approx(0.05)
+    assert "answers reproduced by greedy decoding: 0.3750 of the forget rows, 0.0500" in readings[3].describe_forget()
+    restored = Judge.restore(judge.to_log())
+    assert restored.reference_reproduced == judge.reference_reproduced
+    assert restored.from_log(readings[3].to_log()) == readings[3]
+    classifier = Judge(Kind.DISTRIBUTION, 1.0, reference_scores=reference)  # no reproduction evidence: scores only
+    assert classifier(evidence(alike)).status is Status.MET and classifier(evidence(alike)).reproduced is None

@@ -126,9 +126,11 @@ def test_cached_teacher_outputs_are_refused(tmp_path):
         )
 
 
-def test_goal_driven_gate_reads_each_rows_mean_nll_over_its_completion_tokens(tmp_path):
-    """The causal-LM gate: a row pushes while the mean NLL of its loss-carrying tokens (by hand here, from the
-    model's logits) is below its target; prompt and padding positions do not count."""
+def test_goal_driven_gate_reads_each_rows_min_k_nll_and_pushes_rows_whose_answer_is_reproduced(tmp_path):
+    """The causal-LM gate: a row pushes while its Min-K% NLL (by hand here: the mean of the highest int(0.4 n) token
+    NLLs of its n loss-carrying tokens, the last one left out) is below its target, or while greedy decoding still
+    reproduces its answer; prompt and padding positions do not count. An open row pushes exactly those Min-K%
+    tokens, a closed one none."""
     from hf_scrub.unlearning_trainer import Tags
 
     forget = lm_dataset(6, 1)
@@ -140,20 +142,42 @@ def test_goal_driven_gate_reads_each_rows_mean_nll_over_its_completion_tokens(tm
         forget_validation_dataset=lm_dataset(6, 3),
     )
     rows = forget[:]
-    inputs = {"input_ids": rows["input_ids"], "attention_mask": rows["attention_mask"]}
+    input_ids, labels = rows["input_ids"].clone(), rows["labels"].clone()
+    # Row 5's completion becomes the model's own greedy continuation of its prompt: an answer it reproduces.
+    completion = torch.nonzero(labels[5] != -100)[:, 0].tolist()
+    with torch.no_grad():
+        for position in completion:
+            token = trainer.model(input_ids=input_ids[5:6, :position]).logits[0, -1].argmax()
+            input_ids[5, position] = labels[5, position] = token
+    inputs = {"input_ids": input_ids, "attention_mask": rows["attention_mask"]}
     with torch.no_grad():
         logits = trainer.model(**inputs).logits
-    log_probs = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, rows["labels"][:, 1:].clamp(min=0)[..., None])
-    mask = next_token_mask(rows["labels"])
-    nll = -(log_probs[..., 0] * mask).sum(-1) / mask.sum(-1)
-    # Targets just above the odd rows' scores and just below the even rows': the odd rows push, the even do not.
-    offsets = torch.tensor([-1e-4, 1e-4] * 3)
-    trainer._gate_targets = nll + offsets
-    tags = Tags(labels=rows["labels"], sources=torch.zeros(6), real=torch.ones(6, dtype=torch.bool),
+    nll = -torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels[:, 1:].clamp(min=0)[..., None])[..., 0]
+    mask = next_token_mask(labels)
+    min_k, pushed = [], torch.zeros_like(mask)
+    for row in range(6):
+        positions = torch.nonzero(mask[row])[:-1, 0]  # the final (end-of-sequence) prediction left out
+        worst = positions[nll[row, positions].argsort(descending=True)[: max(1, int(0.4 * len(positions)))]]
+        min_k.append(nll[row, worst].mean())
+        pushed[row, worst] = True
+    min_k = torch.stack(min_k)
+
+    def row_gates() -> list[float]:
+        return trainer._gate(trainer.model, inputs, tags).any(-1).float().tolist()
+
+    # Targets just above the odd rows' scores and just below the even rows': the odd rows push, the even do not ...
+    trainer._gate_targets = min_k + torch.tensor([-1e-4, 1e-4] * 3)
+    tags = Tags(labels=labels, sources=torch.zeros(6), real=torch.ones(6, dtype=torch.bool),
                 phase=Phase.FORGET, rows=torch.arange(6), teacher_logits=None)  # fmt: skip
-    assert trainer._gate(trainer.model, inputs, tags).tolist() == [0.0, 1.0] * 3
+    gate = trainer._gate(trainer.model, inputs, tags)
+    assert row_gates() == [0.0, 1.0] * 3
+    assert torch.equal(gate.bool(), pushed & torch.tensor([False, True] * 3)[:, None])  # on its Min-K% tokens
+    # ... and with every target below its row's score, only the reproduced row 5 pushes.
+    trainer._gate_targets = min_k - 1.0
+    assert row_gates() == [0.0] * 5 + [1.0]
+    trainer._gate_targets = min_k + torch.tensor([-1e-4, 1e-4] * 3)
     tags.real[1] = False  # a padding row never pushes
-    assert trainer._gate(trainer.model, inputs, tags).tolist() == [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+    assert row_gates() == [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]
 
 
 def test_goal_driven_run_on_a_causal_lm_with_fresh_lora_is_judged_on_its_nll_distribution(tmp_path):

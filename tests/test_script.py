@@ -306,12 +306,37 @@ def test_lora_run_saves_the_adapter_and_the_merged_model(text_assets, tmp_path):
     before = folder_digest(model_dir)
     out = tmp_path / "out"
     run_script(
-        ["--model_name_or_path", model_dir, "--dataset_name", data_dir, "--num_forget_examples", "20",
-         "--output_dir", out, "--use_peft", "true", "--lora_r", "4", "--save_merged_model", "true",
-         "--num_train_epochs", "2", "--forget_epochs", "1", "--per_device_forget_batch_size", "8",
-         "--learning_rate", "0.01", "--max_length", "64", *SCRUB_FLAGS],
+        [
+            "--model_name_or_path",
+            model_dir,
+            "--dataset_name",
+            data_dir,
+            "--num_forget_examples",
+            "20",
+            "--output_dir",
+            out,
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "4",
+            "--save_merged_model",
+            "true",
+            "--num_train_epochs",
+            "2",
+            "--forget_epochs",
+            "1",
+            "--per_device_forget_batch_size",
+            "8",
+            "--learning_rate",
+            "0.01",
+            "--max_length",
+            "64",
+            "--schedule",
+            "fixed",
+            *SCRUB_FLAGS,
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )  # fmt: skip  (fixed: this barely trained model meets the auto goal at epoch 0, and the merge needs steps)
     results = check_results_files(out)
     assert results["hyperparameters"]["use_peft"] is True
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
@@ -369,9 +394,10 @@ def test_zero3_launch_of_the_script_with_rewind_equals_one_process(dropout_free_
 
     Twice: as the shipped file is (zero3_init_flag false: the teacher is a copy of the student), and with
     zero3_init_flag true (`from_pretrained` partitions the model as it loads it, so the teacher is loaded again from
-    the same folder). The settings (SGD at lr 5 on an untrained model) make the forget error move every epoch, so
-    SCRUB+R rewinds to epoch 1 of 3: the saved model is a gathered, restored ZeRO-3 checkpoint, not the last step's
-    weights. Measured: weights 3.5e-6 apart relative to how far they moved, reports equal to 2e-6 relative.
+    the same folder). Forgetting class 1 of an untrained model with SGD at lr 5: epoch 0 predicts the class on every
+    row, epoch 1 on none and keeps the retain rows, so the judge ranks epoch 1 first of the equal later epochs and
+    SCRUB+R rewinds to it: the saved model is a gathered, restored ZeRO-3 checkpoint, not the last step's
+    weights.
     """
     from conftest import GLOO_TEARDOWN_ABORT, free_port
     from transformers import AutoModelForSequenceClassification
@@ -379,7 +405,7 @@ def test_zero3_launch_of_the_script_with_rewind_equals_one_process(dropout_free_
     model_dir, data_dir = dropout_free_text_assets
     before = folder_digest(model_dir)
     common = [
-        "--model_name_or_path", model_dir, "--dataset_name", data_dir, "--num_forget_examples", "16",
+        "--model_name_or_path", model_dir, "--dataset_name", data_dir, "--forget_classes", "1",
         "--num_train_epochs", "3", "--forget_epochs", "2", "--optim", "sgd", "--learning_rate", "5.0",
         "--max_grad_norm", "0", "--lr_scheduler_type", "constant", "--max_length", "32", "--rewind", "true",
         "--per_device_eval_batch_size", "8", "--schedule", "fixed", *SCRUB_FLAGS,

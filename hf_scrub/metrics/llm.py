@@ -38,6 +38,7 @@ __all__ = [
     "membership_scores",
     "min_k_plus_plus_score",
     "min_k_score",
+    "min_k_tokens",
     "model_utility",
     "normalised_probability",
     "perplexity",
@@ -189,12 +190,27 @@ def _without_final_token(mask: np.ndarray) -> np.ndarray:
     return trimmed
 
 
+def _lowest_k(values: np.ndarray, mask: np.ndarray, k: float) -> np.ndarray:
+    """Where each row's ``max(1, int(k * n))`` lowest scored values are (n = its number of scored tokens; ties by
+    position), as a mask of ``values``' shape."""
+    counts = np.maximum(1, (k * mask.sum(axis=1)).astype(np.int64))
+    order = np.argsort(np.where(mask, values, np.inf), axis=1, kind="stable")
+    ranks = np.argsort(order, axis=1, kind="stable")
+    return mask & (ranks < counts[:, None])
+
+
 def _lowest_k_mean(values: np.ndarray, mask: np.ndarray, k: float) -> np.ndarray:
     """Mean of the ``max(1, int(k * n))`` lowest scored values of each row, n = its number of scored tokens."""
-    counts = np.maximum(1, (k * mask.sum(axis=1)).astype(np.int64))
-    lowest_first = np.sort(np.where(mask, values, np.inf), axis=1)
-    taken = np.arange(values.shape[1]) < counts[:, None]
-    return _masked_sum(lowest_first, taken) / counts
+    taken = _lowest_k(values, mask, k)
+    return _masked_sum(values, taken) / taken.sum(axis=1)
+
+
+def min_k_tokens(log_probs: Any, mask: Any, k: float = DEFAULT_MIN_K, include_final_token: bool = False) -> np.ndarray:
+    """The tokens :func:`min_k_score` averages, as a boolean mask of ``log_probs``' shape: each row's least likely
+    ``k`` fraction of scored tokens (at least one), the final one left out unless ``include_final_token``."""
+    k = _check_k(k)
+    values, mask = _token_inputs(log_probs, mask)
+    return _lowest_k(values, mask if include_final_token else _without_final_token(mask), k)
 
 
 def min_k_score(log_probs: Any, mask: Any, k: float = DEFAULT_MIN_K, include_final_token: bool = False) -> np.ndarray:
