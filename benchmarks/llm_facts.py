@@ -62,7 +62,8 @@ METHODS: dict[str, list[str]] = {
     "simnpo": ["--method", "simnpo"],
     "rmu": ["--method", "rmu"],
 }
-DEFAULT_METHODS = ["scrub", "scrub_llm", "neggrad", "graddiff", "npo", "simnpo", "rmu"]  # scrub_demo on request (--methods)
+# scrub_demo on request (--methods)
+DEFAULT_METHODS = ["scrub", "scrub_llm", "neggrad", "graddiff", "npo", "simnpo", "rmu"]
 QUICK_METHODS = ["scrub"]
 METHOD_ORDER = ["original", "retrain", *METHODS]
 # The combined distance to Retrain: mean absolute difference over these (all in [0, 1]).
