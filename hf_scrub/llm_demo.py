@@ -3,9 +3,9 @@
 `hf_scrub.lm_models.prepare_llm_demo` builds (once, cached) the data set of fictitious facts and the "original"
 model, a block-truncated SmolLM2-135M fine-tuned until it answers every train fact. The demo then forgets every
 fact about the first `DEMO_FORGET_PEOPLE` people (their row indices are written next to the data set) with the CLI's
-defaults for a causal LM (LoRA, the `llm` preset), evaluates on the held-out people (`--test_split holdout`) and
-prints the before/after table, where `forget_answer_accuracy` (facts still produced by greedy decoding) should
-fall and `retain_answer_accuracy` stay.
+defaults for a causal LM (LoRA, the goal-driven `llm_auto` preset), evaluates on the held-out people
+(`--test_split holdout`) and prints the before/after table, where `forget_answer_accuracy` (facts still produced by
+greedy decoding) should fall and `retain_answer_accuracy` stay.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 DEMO_FORGET_PEOPLE = 4
 LLM_DEMO_OUTPUT_DIR = "scrub-llm-demo-output"
 LLM_DEMO_HYPERPARAMETERS = [
-    # The `llm` preset (the default), with forget batches of 2: the forget set is 8 rows, so each forget pass makes
-    # 4 max-steps (with batches of 4, 2 of the 8 answers were still produced: BENCHMARKS.md).
+    # The causal-LM default (`llm_auto`), with forget batches of 2: the forget set is 8 rows, so each forget pass
+    # makes 4 max-steps (chosen under the fixed `llm` preset, where batches of 4 left 2 of the 8 answers produced:
+    # BENCHMARKS.md).
     "--per_device_forget_batch_size", "2",
     "--logging_steps", "5",
     "--per_device_eval_batch_size", "32",
