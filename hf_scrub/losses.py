@@ -55,8 +55,8 @@ def forget_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
 def gated(per_item: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """A per-item (or per-position, ``(B, L - 1)``) loss times each row's (or position's) gate: 1 keeps the loss, -1
     turns it round, 0 gives exactly 0 with exactly zero gradient. The goal-driven schedule's gate on the max-step
-    (docs/design.md §18): a row below its target pushes (SCRUB's max-step), a row past it is pulled back (its
-    negative), a row with nothing to do contributes nothing."""
+    (docs/design.md §18) is 1 or 0: a row below its target pushes (SCRUB's max-step), a row past it contributes
+    nothing (a -1 gate, pulling such a row back, was tried and made the membership AUC worse)."""
     if gate.dim() != per_item.dim():  # one gate per row, broadcast over its positions
         gate = gate.reshape(-1, *[1] * (per_item.dim() - 1))
     return torch.where(gate != 0, per_item * gate.to(per_item.dtype), torch.zeros_like(per_item))
