@@ -494,16 +494,15 @@ class ScrubTrainer(UnlearningTrainer):
             logits = model(**inputs).logits
         finally:
             model.train()
+        targets = self._gate_targets[tags.rows.to(self._gate_targets.device)]
         if self.token_level:  # the judge's score of the row, on the same numbers (docs/design.md §19)
             statistics = token_statistics(logits, tags.labels, self.args.token_chunk_size)
             rows = TokenPredictions(statistics.cpu().numpy(), tags.labels.cpu().numpy())
-            scores = torch.from_numpy(rows.membership_losses).to(logits.device)
+            below = torch.from_numpy(rows.membership_losses).to(logits.device) < targets
             reproduced = torch.from_numpy(rows.reproduced).to(logits.device)
-            below = scores < self._gate_targets[tags.rows.to(self._gate_targets.device)]
             tokens = torch.from_numpy(rows.membership_tokens[:, 1:]).to(logits.device)  # loss positions
             return (((below | reproduced) & tags.real)[:, None] & tokens).float()
-        scores = membership_scores(logits, tags.labels, self.forget_classes)
-        below = scores < self._gate_targets[tags.rows.to(self._gate_targets.device)]
+        below = membership_scores(logits, tags.labels, self.forget_classes) < targets
         return (below & tags.real).float()
 
     def _skipped_step(self, model: nn.Module, inputs: dict[str, Any], tags: Tags) -> tuple[torch.Tensor, Any]:
