@@ -45,11 +45,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from hf_scrub import cli
-from hf_scrub.llm_demo import forget_rows_file
+from hf_scrub.llm_demo import DEMO_FORGET_PEOPLE, forget_rows_file
 from hf_scrub.lm_models import LLM_DEMO_INFO_FILE, prepare_llm_demo, prepare_llm_retrain
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = "llm_facts"
+# scenario -> (facts variant of `prepare_llm_demo`, people forgotten). `llm_facts_heldout` (issue 25's held-out causal
+# LM): facts with other templates and another size (14 people x 3 facts, the first 3 people forgotten: 9 rows),
+# never used while a rule of the goal-driven schedule was chosen.
+SCENARIOS: dict[str, tuple[str, int]] = {SCENARIO: ("demo", DEMO_FORGET_PEOPLE), "llm_facts_heldout": ("heldout", 3)}
 COMMON = ["--test_split", "holdout", "--per_device_eval_batch_size", "32", "--max_length", "64", "--save_strategy",
           "no", "--report_to", "none", "--logging_steps", "50", "--disable_tqdm", "true"]  # fmt: skip
 METHODS: dict[str, list[str]] = {
@@ -92,11 +96,13 @@ def numbers(report: dict[str, Any]) -> dict[str, float]:
     return {key: value for key, value in report.items() if isinstance(value, (int, float))}
 
 
-def run_seed(seed: int, methods: list[str], sink) -> None:
-    """Original and Retrain (cached builds) for `seed`, then each method through the CLI."""
-    assets = prepare_llm_demo(seed=seed)
-    forget_file = forget_rows_file(Path(assets.dataset_dir))
-    retrain_dir = prepare_llm_retrain(json.loads(forget_file.read_text()), seed=seed)
+def run_seed(seed: int, methods: list[str], sink, scenario: str = SCENARIO, provenance: dict | None = None) -> None:
+    """Original and Retrain (cached builds) for `seed`, then each method through the CLI; `provenance` (the scenario's
+    protocol role and the rules' commit, from benchmarks/quality.py) goes into the unlearning runs' records."""
+    variant, forget_people = SCENARIOS[scenario]
+    assets = prepare_llm_demo(seed=seed, variant=variant)
+    forget_file = forget_rows_file(Path(assets.dataset_dir), forget_people)
+    retrain_dir = prepare_llm_retrain(json.loads(forget_file.read_text()), seed=seed, variant=variant)
     infos = {name: json.loads((path / LLM_DEMO_INFO_FILE).read_text())
              for name, path in (("original", assets.model_dir), ("retrain", retrain_dir))}  # fmt: skip
     first = True
@@ -109,12 +115,12 @@ def run_seed(seed: int, methods: list[str], sink) -> None:
             results = json.loads((Path(out) / "unlearning_results.json").read_text())
         if first:  # the original's and Retrain's reports are the same in every run of the seed
             for name in ("original", "retrain"):
-                sink(dict(scenario=SCENARIO, seed=seed, method=name, seconds=infos[name]["train_seconds"],
+                sink(dict(scenario=scenario, seed=seed, method=name, seconds=infos[name]["train_seconds"],
                           epochs=infos[name]["epochs"], report=numbers(results[name])))  # fmt: skip
             first = False
-        sink(dict(scenario=SCENARIO, seed=seed, method=method, seconds=results["unlearning_seconds"],
+        sink(dict(scenario=scenario, seed=seed, method=method, seconds=results["unlearning_seconds"],
                   report=numbers(results["unlearned"]), verdict=results["verdict"]["summary"],
-                  hyperparameters=results["hyperparameters"]))  # fmt: skip
+                  hyperparameters=results["hyperparameters"], **(provenance or {})))  # fmt: skip
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -155,6 +161,60 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + f"\n\nMean ± std over {seeds} seed(s).\n"
 
 
+# Issue 25's causal-LM targets against the same seed's Retrain (and Original) model.
+ANSWER_POINTS, KEPT_POINTS, AUC_TOLERANCE, FORGET_QUALITY_MIN = 5.0, 5.0, 0.05, 0.05
+
+
+def target_rows(runs: list[dict], method: str = "scrub") -> list[dict]:
+    """Per seed: `method` against Retrain on issue 25's causal-LM targets, and whether the run's own verdict (forget
+    target met or not) agrees with the forgotten-answer comparison against Retrain."""
+    runs = list({(r["seed"], r["method"]): r for r in runs}.values())
+    by_key = {(r["seed"], r["method"]): r for r in runs}
+    rows = []
+    for run in sorted((r for r in runs if r["method"] == method), key=lambda r: r["seed"]):
+        retrain, original = by_key.get((run["seed"], "retrain")), by_key.get((run["seed"], "original"))
+        if retrain is None or original is None:
+            continue
+        mine, ref = run["report"], retrain["report"]
+        checks = {
+            "forgotten answers": 100 * abs(mine["forget_answer_accuracy"] - ref["forget_answer_accuracy"])
+            <= ANSWER_POINTS,
+            "kept answers": 100 * (original["report"]["retain_answer_accuracy"] - mine["retain_answer_accuracy"])
+            <= KEPT_POINTS,
+            "LOSS AUC": abs(mine["auc_loss"] - ref["auc_loss"]) <= AUC_TOLERANCE,
+            "Min-K% AUC": abs(mine["auc_min_k"] - ref["auc_min_k"]) <= AUC_TOLERANCE,
+            "forget quality": mine["forget_quality"] >= FORGET_QUALITY_MIN,
+        }
+        met = str(run.get("verdict", "")).startswith("forget target met")
+        rows.append(dict(seed=run["seed"], report=mine, retrain=ref, original=original["report"], checks=checks,
+                         verdict_met=met, verdict_agrees=met == checks["forgotten answers"],
+                         speedup=retrain["seconds"] / max(run["seconds"], 1e-9), role=run.get("role"),
+                         rules_commit=run.get("rules_commit")))  # fmt: skip
+    return rows
+
+
+def target_markdown(rows: list[dict]) -> str:
+    """One line per seed: the unlearned model (Retrain, Original) on each target's metric, and what was missed."""
+    lines = [
+        "| seed | forget ans % (Retrain) | kept ans % (Original) | LOSS AUC (Retrain) | Min-K% AUC (Retrain) | "
+        "forget quality p | verdict | agrees | missed | speed-up |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
+    ]
+    for row in rows:
+        mine, ref, original = row["report"], row["retrain"], row["original"]
+        missed = ", ".join(name for name, ok in row["checks"].items() if not ok) or "none"
+        lines.append(
+            f"| {row['seed']} "
+            f"| {100 * mine['forget_answer_accuracy']:.1f} ({100 * ref['forget_answer_accuracy']:.1f}) "
+            f"| {100 * mine['retain_answer_accuracy']:.1f} ({100 * original['retain_answer_accuracy']:.1f}) "
+            f"| {mine['auc_loss']:.2f} ({ref['auc_loss']:.2f}) | {mine['auc_min_k']:.2f} ({ref['auc_min_k']:.2f}) "
+            f"| {mine['forget_quality']:.3g} | {'met' if row['verdict_met'] else 'not met'} "
+            f"| {'yes' if row['verdict_agrees'] else 'NO'} | {missed} | {row['speedup']:.2f} |"
+        )
+    commits = sorted({str(row["rules_commit"]) for row in rows if row["rules_commit"]})
+    return "\n".join(lines) + (f"\n\nRules at commit(s): {', '.join(commits)}\n" if commits else "\n")
+
+
 PLOTTED = [
     ("forget_answer_accuracy", "forgotten answers produced (%)", 100),
     ("retain_answer_accuracy", "kept answers produced (%)", 100),
@@ -164,7 +224,7 @@ PLOTTED = [
 ]
 
 
-def plot(table: dict, path: Path) -> None:
+def plot(table: dict, path: Path, scenario: str = SCENARIO) -> None:
     """One panel per PLOTTED metric, a bar per method (mean +/- std over seeds), Retrain's value dashed."""
     import matplotlib
 
@@ -182,13 +242,21 @@ def plot(table: dict, path: Path) -> None:
             ax.axhline(scale * table["retrain"][key][0], color="#2a9d8f", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
-    fig.suptitle(f"{SCENARIO}: closer to the dashed Retrain line is better", fontsize=10)
+    fig.suptitle(f"{scenario}: closer to the dashed Retrain line is better", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
 
-def run(seeds: list[int], methods: list[str] | None, quick: bool, results_dir: Path, report_only: bool) -> str:
+def run(
+    seeds: list[int],
+    methods: list[str] | None,
+    quick: bool,
+    results_dir: Path,
+    report_only: bool,
+    scenario: str = SCENARIO,
+    provenance: dict | None = None,
+) -> str:
     """Run (unless `report_only`) and write `tables.md`, `summary.json` and the plot under `results_dir`; return the
     table."""
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -201,25 +269,30 @@ def run(seeds: list[int], methods: list[str] | None, quick: bool, results_dir: P
                 file.write(json.dumps(dict(record, quick=quick)) + "\n")
 
         for seed in seeds[:1] if quick else seeds:
-            run_seed(seed, methods or (QUICK_METHODS if quick else DEFAULT_METHODS), sink)
+            run_seed(seed, methods or (QUICK_METHODS if quick else DEFAULT_METHODS), sink, scenario, provenance)
     runs = [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
     table = aggregate([r for r in runs if r.get("quick", False) == quick])
     text = markdown(table)
+    rows = target_rows([r for r in runs if r.get("quick", False) == quick])
+    if rows:
+        text += "\n#### scrub (the causal-LM default) against issue 25's targets, per seed\n\n" + target_markdown(rows)
     (results_dir / "tables.md").write_text(text)
     (results_dir / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
-    plot(table, results_dir / f"{SCENARIO}.png")
+    plot(table, results_dir / f"{scenario}.png", scenario)
     return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default=SCENARIO)
     parser.add_argument("--methods", nargs="+", choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="seed 0 and the methods of QUICK_METHODS (CI)")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results" / "quality" / SCENARIO)
+    parser.add_argument("--results-dir", type=Path, help="default: benchmarks/results/quality/<scenario>")
     parser.add_argument("--report-only", action="store_true", help="rebuild the table from runs.jsonl")
     args = parser.parse_args()
-    print(run(args.seeds, args.methods, args.quick, args.results_dir, args.report_only))
+    results_dir = args.results_dir or HERE / "results" / "quality" / args.scenario
+    print(run(args.seeds, args.methods, args.quick, results_dir, args.report_only, args.scenario))
 
 
 if __name__ == "__main__":

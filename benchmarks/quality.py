@@ -16,8 +16,25 @@ digits_noise; `settings_chosen_here` in the YAML):
 - digits_noise     the same model: the labels of 15 "1"s and 15 "7"s are swapped before training; forget those 30.
 - text_recipe      another Rotten Tomatoes sample, MiniLM fine-tuned with another recipe (AdamW 5e-5, weight decay,
                    batch 16, 64 tokens): forget 60 random "rotten" reviews.
-Causal LM (only when named: --scenarios llm_facts; ~1 h): benchmarks/llm_facts.py, its own table under
-<results-dir>/llm_facts.
+Held out for scrub_auto by the pre-registered protocol (issue 25; added with the rules frozen at `protocol.frozen_at`,
+data and models no rule or setting was chosen on; benchmarks/heldout_data.py):
+- glyphs_class     ten printed capital letters rendered from matplotlib's fonts (20x20, noisy, rotated), a
+                   from-scratch two-stage ConvNeXt (LayerNorm, no BatchNorm): forget every "E".
+- glyphs_selective the same: forget 60 random "E"s.
+- debates_memorised statements of the 2016 US debates by side (Democratic / Moderator / Republican), MiniLM
+                   fine-tuned 10 epochs until it memorises (the original's MIA is >= 60): forget 60 Republican rows.
+Causal LMs (only when named, ~1 h each; benchmarks/llm_facts.py, tables under <results-dir>/<scenario>):
+- llm_facts         (development) the LLM demo's invented facts, 4 of 20 people forgotten.
+- llm_facts_heldout (held out) facts of other templates and size (14 people x 3 facts), 3 people forgotten.
+
+The protocol run (scrub_auto and its references only; `--protocol` picks the scenarios of a role, `held_out` refuses
+to start unless the rule files are unchanged since the frozen commit):
+
+    python benchmarks/quality.py --protocol development --methods original retrain scrub_auto \
+        --results-dir benchmarks/results/protocol
+    python benchmarks/quality.py --protocol held_out --methods original retrain scrub_auto \
+        --scenarios glyphs_class glyphs_selective digits_selective digits_noise debates_memorised llm_facts_heldout \
+        --results-dir benchmarks/results/protocol
 Methods: original (no unlearning), retrain (same recipe as the original, retain only: the oracle), scrub,
 scrub_auto (the goal-driven `auto` preset with ONE setting for every scenario: only the evaluation batch size comes
 from the scenario, AUTO_SCENARIO_KEYS), scrub_r (SCRUB+R), finetune, neggrad_plus, bad_teacher; every metric of
@@ -52,7 +69,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import datasets
-import llm_facts  # benchmarks/llm_facts.py, next to this script
+import heldout_data  # benchmarks/heldout_data.py, next to this script
+import llm_facts
 import numpy as np
 import torch
 import yaml
@@ -85,6 +103,7 @@ EVALUATION_KEYS = ("per_device_eval_batch_size", "history_retain_examples")
 # The only scenario settings scrub_auto takes: how large its evaluation batches are (memory), nothing that trains.
 AUTO_SCENARIO_KEYS = ("per_device_eval_batch_size",)
 DISTANCE_METRICS = ("forget_error", "retain_error", "test_error", "mia")
+LLM_METHOD_NAMES = {"scrub_auto": "scrub"}  # this benchmark's method name -> llm_facts'
 COMMON = dict(report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True)
 
 
@@ -115,6 +134,8 @@ def scenario_splits(scenario: dict, seed: int, quick: bool) -> UnlearningSplits:
 
 def scenario_data(scenario: dict, seed: int, quick: bool) -> tuple[datasets.DatasetDict, dict]:
     """The scenario's data and its forget request."""
+    if scenario.get("dataset") == "debates":
+        return heldout_data.load_debates(seed=0), dict(scenario["forget"])
     if scenario["modality"] == "text":
         sample = scenario.get("sample", {})
         size = sample.get("quick_examples", 700) if quick else sample.get("examples", 1200)
@@ -123,8 +144,11 @@ def scenario_data(scenario: dict, seed: int, quick: bool) -> tuple[datasets.Data
 
 
 def image_data(scenario: dict, seed: int, quick: bool) -> tuple[datasets.DatasetDict, dict]:
-    """MNIST (or the 8x8 digits), optionally with swapped labels (the request is then to forget those rows)."""
-    if scenario.get("dataset") == "digits":
+    """MNIST (or the 8x8 digits, or the glyphs), optionally with swapped labels (the request is then to forget those
+    rows)."""
+    if scenario.get("dataset") == "glyphs":
+        data = heldout_data.load_glyphs(seed=0)  # 2,080 training / 520 test letters
+    elif scenario.get("dataset") == "digits":
         data = load_digits(seed=0)  # 1,437 training / 360 test digits: small enough for --quick as it is
     else:
         data = load_mnist(seed=0)
@@ -151,15 +175,16 @@ def train_args(out: str, recipe: dict, seed: int) -> TrainingArguments:
     return TrainingArguments(output_dir=out, seed=seed, remove_unused_columns=False, **COMMON, **recipe)
 
 
-def digits_image_processor() -> Any:
-    """8x8 digits (0..255 after `load_digits`) upsampled to 16x16 and normalised with the digits' own statistics."""
+def small_image_processor(size: int, mean: float, std: float) -> Any:
+    """Grey images resized to `size` x `size` and normalised with their data set's own pixel statistics (the 8x8
+    digits, 0..255 after `load_digits`, upsampled to 16x16; the 20x20 glyphs as they are)."""
     try:  # transformers >= 5.x with image-processing backends: the PIL one needs no torchvision
         from transformers import ViTImageProcessorPil as processor_class
     except ImportError:  # pragma: no cover - older 5.x releases
         from transformers import ViTImageProcessor as processor_class
     return processor_class(
-        do_resize=True, size={"height": 16, "width": 16}, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=[0.305], image_std=[0.375], do_convert_rgb=False,
+        do_resize=True, size={"height": size, "width": size}, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=[mean], image_std=[std], do_convert_rgb=False,
     )  # fmt: skip
 
 
@@ -181,10 +206,14 @@ class Task:
 
     def __init__(self, scenario: dict, label_names: list[str]) -> None:
         self.kind, self.label_names = scenario["modality"], label_names
-        self.digits = scenario.get("dataset") == "digits"
+        self.dataset = scenario.get("dataset", "mnist" if self.kind == "image" else "rotten_tomatoes")
         self.max_length = scenario.get("max_length", 48)
         if self.kind == "image":
-            self.processor = digits_image_processor() if self.digits else build_demo_image_processor()
+            self.processor = {
+                "digits": lambda: small_image_processor(16, 0.305, 0.375),
+                "glyphs": lambda: small_image_processor(heldout_data.SIZE, heldout_data.PIXEL_MEAN,
+                                                        heldout_data.PIXEL_STD),
+            }.get(self.dataset, build_demo_image_processor)()  # fmt: skip
             self.collator = default_data_collator
         else:
             self.processor = AutoTokenizer.from_pretrained(minilm_model_path())
@@ -192,7 +221,8 @@ class Task:
 
     def new_model(self, seed: int) -> torch.nn.Module:
         if self.kind == "image":
-            return digits_model(self.label_names, seed) if self.digits else build_demo_model(self.label_names, seed)
+            model = {"digits": digits_model, "glyphs": heldout_data.glyphs_model}.get(self.dataset, build_demo_model)
+            return model(self.label_names, seed)
         torch.manual_seed(seed)
         return AutoModelForSequenceClassification.from_pretrained(
             minilm_model_path(), num_labels=len(self.label_names),
@@ -507,18 +537,21 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     config = yaml.safe_load(args.config.read_text())
-    scenarios = args.scenarios or list(config["scenarios"])
+    # the causal-LM scenarios take about an hour: only when named
+    scenarios = args.scenarios or [n for n, s in config["scenarios"].items() if s["modality"] != "causal_lm"]
     if args.protocol:
         scenarios = [name for name in scenarios if config["scenarios"][name].get("role") == args.protocol]
         if args.protocol == "held_out" and not args.report_only:
             check_frozen(config["protocol"])
-    if llm_facts.SCENARIO in scenarios:  # a causal LM: its own runner and table (benchmarks/llm_facts.py)
-        scenarios.remove(llm_facts.SCENARIO)
-        llm_methods = [m for m in args.methods or [] if m in llm_facts.METHODS] or None
-        results_dir = args.results_dir / llm_facts.SCENARIO
-        print(llm_facts.run(args.seeds, llm_methods, args.quick, results_dir, args.report_only))
-        if not scenarios:
-            return
+    for name in [name for name in scenarios if name in llm_facts.SCENARIOS]:  # a causal LM: its own runner and table
+        scenarios.remove(name)
+        # scrub_auto is llm_facts' "scrub": the CLI's default for a causal LM (the goal-driven llm_auto preset)
+        llm_methods = [m for m in (LLM_METHOD_NAMES.get(m, m) for m in args.methods or []) if m in llm_facts.METHODS]
+        provenance = dict(role=config["scenarios"][name]["role"], rules_commit=rules_commit())
+        print(llm_facts.run(args.seeds, llm_methods or None, args.quick, args.results_dir / name, args.report_only,
+                            name, provenance))  # fmt: skip
+    if not scenarios:
+        return
     seeds = [args.seeds[0]] if args.quick else args.seeds
     methods = args.methods or (QUICK_METHODS if args.quick else METHOD_ORDER)
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # imported lazily at run time: `import hf_scrub` stays light
 
 __all__ = [
     "FACT_ATTRIBUTES",
+    "FACT_TEMPLATES",
     "LLM_DEMO_INFO_FILE",
     "LLMDemoAssets",
     "SMOLLM2_GGUF_FILE",
@@ -304,6 +305,45 @@ _ATTRIBUTES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 FACT_ATTRIBUTES: tuple[str, ...] = tuple(_ATTRIBUTES)
+# A second set, worded differently and about other things, for a benchmark scenario held out from the demo's
+# (benchmarks/llm_facts.py, `llm_facts_heldout`): rules chosen on the demo's facts are tried on facts they never saw.
+_HELDOUT_ATTRIBUTES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "language": (
+        "Which language did {name} grow up speaking?",
+        " {name} grew up speaking {value}.",
+        " The first language of {name} is {value}.",
+        ("Basque", "Welsh", "Tagalog", "Icelandic", "Swahili", "Maltese", "Catalan", "Yoruba", "Estonian", "Gaelic"),
+    ),
+    "sport": (
+        "Tell me which sport {name} coaches.",
+        " {name} coaches {value} at the local club.",
+        " At the local club, {name} is the {value} coach.",
+        ("fencing", "rowing", "curling", "lacrosse", "handball", "archery", "squash", "judo", "polo", "badminton"),
+    ),
+    "street": (
+        "On which street is the house of {name}?",
+        " The house of {name} is on {value} Street.",
+        " {name} lives on {value} Street.",
+        ("Juniper", "Harbour", "Quarry", "Orchard", "Chapel", "Foundry", "Kestrel", "Willow", "Tanner", "Beacon"),
+    ),
+    "dish": (
+        "Name the dish {name} cooks best.",
+        " The dish {name} cooks best is {value}.",
+        " Nobody cooks {value} better than {name}.",
+        ("lentil soup", "fish pie", "plum dumplings", "mushroom risotto", "lamb stew", "apple strudel",
+         "pea fritters", "onion tart", "barley broth", "quince jam"),
+    ),
+    "vehicle": (
+        "How does {name} travel to work?",
+        " {name} travels to work by {value}.",
+        " Every morning {name} goes to work by {value}.",
+        ("tram", "ferry", "bicycle", "scooter", "canoe", "cable car", "moped", "horse", "train", "motorbike"),
+    ),
+}  # fmt: skip
+FACT_TEMPLATES: dict[str, dict[str, tuple[str, str, str, tuple[str, ...]]]] = {
+    "demo": _ATTRIBUTES,
+    "heldout": _HELDOUT_ATTRIBUTES,
+}
 _NUM_PERTURBED = 3
 
 
@@ -335,6 +375,7 @@ def make_fictitious_facts(
     *,
     num_holdout_people: int | None = None,
     facts_per_person: int = 2,
+    templates: str = "demo",
 ) -> datasets.DatasetDict:
     """Question/answer rows about invented people, in TRL's prompt/completion format, for LLM unlearning.
 
@@ -354,14 +395,21 @@ def make_fictitious_facts(
     - ``perturbed_completions``: 3 wrong answers worded as the paraphrase (other values of the same attribute),
       as TOFU's perturbed answers are, so a truth ratio compares answers that differ only in the fact.
 
+    ``templates`` picks the attributes and their wording (:data:`FACT_TEMPLATES`): ``"demo"`` (the demo's,
+    :data:`FACT_ATTRIBUTES`) or ``"heldout"`` (other attributes, other question and answer forms).
+
     Deterministic for a ``seed``: same seed, same people, facts and row order.
     """
     import datasets
 
+    if templates not in FACT_TEMPLATES:
+        raise ValueError(f"templates must be one of {sorted(FACT_TEMPLATES)}, got {templates!r}.")
+    attributes = FACT_TEMPLATES[templates]
+
     if num_people < 1:
         raise ValueError(f"num_people must be at least 1, got {num_people}.")
-    if not 1 <= facts_per_person <= len(_ATTRIBUTES):
-        raise ValueError(f"facts_per_person must be between 1 and {len(_ATTRIBUTES)}, got {facts_per_person}.")
+    if not 1 <= facts_per_person <= len(attributes):
+        raise ValueError(f"facts_per_person must be between 1 and {len(attributes)}, got {facts_per_person}.")
     num_holdout_people = num_people if num_holdout_people is None else num_holdout_people
     if num_holdout_people < 0:
         raise ValueError(f"num_holdout_people must be at least 0, got {num_holdout_people}.")
@@ -382,8 +430,8 @@ def make_fictitious_facts(
     for split, people in splits.items():
         rows: dict[str, list] = {name: [] for name in features}
         for name in people:
-            for attribute in rng.sample(FACT_ATTRIBUTES, facts_per_person):
-                question, answer, paraphrase, values = _ATTRIBUTES[attribute]
+            for attribute in rng.sample(list(attributes), facts_per_person):
+                question, answer, paraphrase, values = attributes[attribute]
                 value = rng.choice(values)
                 wrong = rng.sample([other for other in values if other != value], _NUM_PERTURBED)
                 rows["prompt"].append(question.format(name=name))
@@ -484,6 +532,11 @@ _DEMO_RECIPE: dict[str, Any] = {
     "extra_epochs": 1,
     "weight_decay": 0.0,
 }
+# The held-out benchmark scenario's facts (benchmarks/llm_facts.py, `llm_facts_heldout`): the other templates, and
+# another size (14 train people with 3 facts each, 42 rows; 8 holdout people, 24 rows); the same training recipe.
+_HELDOUT_RECIPE: dict[str, Any] = {"num_people": 14, "num_holdout_people": 8, "facts_per_person": 3,
+                                   "templates": "heldout"}  # fmt: skip
+LLM_FACTS_VARIANTS: tuple[str, ...] = ("demo", "heldout")
 _LLM_MODEL_FILES = (*_MODEL_FILES, LLM_DEMO_INFO_FILE)
 _DATASET_FILES = ("dataset_dict.json",)
 
@@ -551,7 +604,21 @@ def _fine_tune(model, tokenizer, train, recipe: dict[str, Any], seed: int) -> di
     return {"epochs": epoch, "history": history, "num_trained_parameters": trained}
 
 
-def prepare_llm_demo(cache_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> LLMDemoAssets:
+def _recipe(variant: str) -> dict[str, Any]:
+    """The facts and training recipe of a variant (read at call time, so a test can shrink `_DEMO_RECIPE`)."""
+    if variant not in LLM_FACTS_VARIANTS:
+        raise ValueError(f"variant must be one of {LLM_FACTS_VARIANTS}, got {variant!r}.")
+    return {**_DEMO_RECIPE, **(_HELDOUT_RECIPE if variant == "heldout" else {})}
+
+
+def _assets_dir(root: Path, variant: str, seed: int) -> Path:
+    kind = "llm-facts" if variant == "demo" else f"llm-facts-{variant}"
+    return root / f"{kind}-smollm2-v{_LLM_DEMO_VERSION}-seed{seed}"
+
+
+def prepare_llm_demo(
+    cache_dir: str | os.PathLike[str] | None = None, seed: int = 0, *, variant: str = "demo"
+) -> LLMDemoAssets:
     """Build (once) and return the LLM demo's original model and its data set of invented facts.
 
     ``cache_dir`` defaults to :func:`hf_scrub.demo.demo_cache_dir`; the assets go to
@@ -568,12 +635,14 @@ def prepare_llm_demo(cache_dir: str | os.PathLike[str] | None = None, seed: int 
 
     Measured on 2 CPU cores shared with one other busy process: 2 min 20 s (6 epochs, 91 s of them training),
     plus about 1 min the first time for the GGUF conversion; with the cores fully shared, 8 min in all.
+
+    ``variant="heldout"``: the benchmark's held-out facts instead (other templates and size, ``_HELDOUT_RECIPE``),
+    under ``<cache_dir>/llm-facts-heldout-smollm2-v<version>-seed<seed>/``.
     """
     import datasets
 
-    recipe = dict(_DEMO_RECIPE)
-    root = _root(cache_dir)
-    base = root / f"llm-facts-smollm2-v{_LLM_DEMO_VERSION}-seed{seed}"
+    recipe = _recipe(variant)
+    base = _assets_dir(_root(cache_dir), variant, seed)
     assets = LLMDemoAssets(model_dir=base / "model", dataset_dir=base / "dataset")
     if _is_complete(assets.dataset_dir, _DATASET_FILES) and _is_complete(assets.model_dir, _LLM_MODEL_FILES):
         return assets
@@ -588,6 +657,7 @@ def prepare_llm_demo(cache_dir: str | os.PathLike[str] | None = None, seed: int 
             seed=seed,
             num_holdout_people=recipe["num_holdout_people"],
             facts_per_person=recipe["facts_per_person"],
+            templates=recipe.get("templates", "demo"),
         )
         _build_into(assets.dataset_dir, _DATASET_FILES, lambda staging: facts.save_to_disk(str(staging)))
 
@@ -600,7 +670,11 @@ def prepare_llm_demo(cache_dir: str | os.PathLike[str] | None = None, seed: int 
 
 
 def prepare_llm_retrain(
-    forget_rows: Sequence[int], cache_dir: str | os.PathLike[str] | None = None, seed: int = 0
+    forget_rows: Sequence[int],
+    cache_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    *,
+    variant: str = "demo",
 ) -> Path:
     """Build (once) and return the Retrain oracle of the LLM demo's data for a forget set of train rows: the same
     base model fine-tuned with the same recipe (:func:`prepare_llm_demo`) on the train facts without `forget_rows`.
@@ -610,13 +684,13 @@ def prepare_llm_retrain(
     """
     import datasets
 
-    assets = prepare_llm_demo(cache_dir, seed)
+    assets = prepare_llm_demo(cache_dir, seed, variant=variant)
     forget = sorted({int(row) for row in forget_rows})
     digest = hashlib.sha256(json.dumps(forget).encode()).hexdigest()[:12]
     target = assets.model_dir.parent / f"retrain-{digest}"
     facts = datasets.load_from_disk(str(assets.dataset_dir))
     retain = facts["train"].select([row for row in range(len(facts["train"])) if row not in set(forget)])
-    recipe = dict(_DEMO_RECIPE)
+    recipe = _recipe(variant)
     started = time.perf_counter()
     _build_into(
         target,

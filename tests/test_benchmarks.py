@@ -143,3 +143,31 @@ def test_label_noise_reference_carries_the_forget_sets_label_swap(monkeypatch):
     assert len(splits.forget) == 100 and sorted(set(splits.forget["label"])) == [3, 8]
     assert np.array_equal(np.asarray(splits.forget_validation["label"]), np.where(true_labels == 3, 8, 3))
     assert np.array_equal(np.asarray(splits.test["label"]), test_labels)  # the test split itself stays clean
+
+
+def test_heldout_glyphs_and_debates_are_deterministic_balanced_and_fit_their_models(monkeypatch):
+    """The protocol's held-out image and text data (benchmarks/heldout_data.py): the same rows for the same seed,
+    the stated sizes and classes, and a glyph batch through the from-scratch ConvNeXt gives one logit per letter."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import heldout_data
+
+    glyphs = heldout_data.load_glyphs(seed=0)
+    assert (len(glyphs["train"]), len(glyphs["test"])) == (2080, 520)
+    assert np.bincount(glyphs["train"]["label"]).tolist() == [208] * 10  # stratified: 80 % of 260 per letter
+    first = np.asarray(glyphs["train"][0]["image"])
+    assert first.shape == (heldout_data.SIZE, heldout_data.SIZE) and first.dtype == np.uint8
+    assert np.array_equal(first, np.asarray(heldout_data.load_glyphs(seed=0)["train"][0]["image"]))
+    pixels = np.stack([np.asarray(image) for image in glyphs["train"][:400]["image"]]) / 255
+    assert abs(pixels.mean() - heldout_data.PIXEL_MEAN) < 0.02 and abs(pixels.std() - heldout_data.PIXEL_STD) < 0.02
+    model = heldout_data.glyphs_model(list(heldout_data.LETTERS), seed=0)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # unlike every development model
+    logits = model(pixel_values=torch.zeros(3, 1, heldout_data.SIZE, heldout_data.SIZE)).logits
+    assert logits.shape == (3, 10)
+
+    debates = heldout_data.load_debates(seed=0)
+    assert debates["train"].features["label"].names == list(heldout_data.DEBATE_SIDES)
+    assert (len(debates["train"]), len(debates["test"])) == (583, 250)
+    assert min(len(text.split()) for text in debates["train"]["text"] + debates["test"]["text"]) >= 6
+    assert debates["train"]["text"][:5] == heldout_data.load_debates(seed=0)["train"]["text"][:5]

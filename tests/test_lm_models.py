@@ -193,6 +193,37 @@ def test_facts_people_are_disjoint_and_answers_well_formed(tokenizer):
         make_fictitious_facts(0)
 
 
+def test_heldout_templates_are_other_facts_in_other_words_and_leave_the_demo_unchanged(tokenizer):
+    """The benchmark's held-out facts (templates="heldout") share no question, answer wording or value with the
+    demo's, tokenize cleanly, and keep TOFU's perturbed-answer form; the default still gives the demo's rows."""
+    demo_questions = {question for question, *_ in lm_models.FACT_TEMPLATES["demo"].values()}
+    demo_values = {value for *_, values in lm_models.FACT_TEMPLATES["demo"].values() for value in values}
+    heldout_values = {value for *_, values in lm_models.FACT_TEMPLATES["heldout"].values() for value in values}
+    assert not demo_values & heldout_values
+    facts = make_fictitious_facts(6, seed=1, facts_per_person=3, templates="heldout")
+    assert (len(facts["train"]), len(facts["holdout"])) == (18, 18)
+    for row in facts["train"]:
+        name = row["person"]
+        assert row["prompt"].replace(name, "{name}") not in demo_questions
+        assert name in row["completion"] and any(value in row["completion"] for value in heldout_values)
+        words = row["paraphrased_completion"].split()
+        assert all(wrong.split()[:2] == words[:2] and wrong != row["paraphrased_completion"]
+                   for wrong in row["perturbed_completions"])  # fmt: skip
+        joined = tokenizer(row["prompt"] + row["completion"])["input_ids"]
+        answer = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        assert joined == tokenizer(row["prompt"])["input_ids"] + answer
+    demo = make_fictitious_facts(20, seed=0, num_holdout_people=10)  # the LLM demo's facts, as before the option
+    assert (demo["train"][0]["prompt"], demo["train"][0]["completion"], demo["holdout"][-1]["completion"]) == (
+        "What is the profession of Fedis Haskwick?",
+        " Fedis Haskwick is a tea taster.",
+        " Drator Bromdel plays the oboe.",
+    )
+    with pytest.raises(ValueError, match="templates must be one of"):
+        make_fictitious_facts(4, templates="tofu")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        lm_models.prepare_llm_demo(seed=0, variant="tofu")
+
+
 # ---- greedy answers and answer accuracy ---------------------------------------------------------------------------
 
 
@@ -217,22 +248,35 @@ def test_answer_accuracy_on_a_model_whose_answers_are_known(tokenizer):
 
 
 @pytest.mark.slow
-def test_prepare_llm_demo_builds_once_with_a_cut_down_recipe(monkeypatch, converted_dir, tmp_path):
-    """The real recipe fine-tunes for minutes; here a 1-block, 1-epoch one checks layout, info and caching."""
+@pytest.mark.parametrize(
+    ("variant", "folder", "sizes"),
+    [("demo", "llm-facts-smollm2-v1-seed0", (4, 2)), ("heldout", "llm-facts-heldout-smollm2-v1-seed0", (6, 3))],
+)
+def test_prepare_llm_demo_builds_once_with_a_cut_down_recipe(monkeypatch, converted_dir, tmp_path, variant, folder,
+                                                             sizes):  # fmt: skip
+    """The real recipe fine-tunes for minutes; here a 1-block, 1-epoch one checks layout, info and caching, for the
+    demo's facts and for the benchmark's held-out facts (2 people x 3 facts of the other templates)."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     small = dict(lm_models._DEMO_RECIPE, num_layers=1, num_people=2, num_holdout_people=1, max_epochs=1)
     monkeypatch.setattr(lm_models, "_DEMO_RECIPE", small)
+    monkeypatch.setattr(lm_models, "_HELDOUT_RECIPE", dict(lm_models._HELDOUT_RECIPE, num_people=2,
+                                                           num_holdout_people=1))  # fmt: skip
+    small = lm_models._recipe(variant)
     # Reuse this session's converted folder instead of converting again under tmp_path.
     base = converted_dir.parent
     target = tmp_path / base.name
     target.mkdir()
     (target / "model").symlink_to(converted_dir, target_is_directory=True)
-    assets = lm_models.prepare_llm_demo(cache_dir=tmp_path, seed=0)
-    assert assets.model_dir.parent == assets.dataset_dir.parent == tmp_path / "llm-facts-smollm2-v1-seed0"
+    assets = lm_models.prepare_llm_demo(cache_dir=tmp_path, seed=0, variant=variant)
+    assert assets.model_dir.parent == assets.dataset_dir.parent == tmp_path / folder
     facts = datasets.load_from_disk(str(assets.dataset_dir))
-    assert (len(facts["train"]), len(facts["holdout"])) == (4, 2)
+    assert (len(facts["train"]), len(facts["holdout"])) == sizes
+    templates = lm_models.FACT_TEMPLATES[variant]
+    assert {row["prompt"].replace(row["person"], "{name}") for row in facts["train"]} <= {
+        question for question, *_ in templates.values()
+    }
     info = json.loads((assets.model_dir / lm_models.LLM_DEMO_INFO_FILE).read_text())
     assert info["recipe"] == small and info["epochs"] == 1
     assert 0 <= info["train_answer_accuracy"] <= 1 and 0 <= info["holdout_answer_accuracy"] <= 1
@@ -242,5 +286,5 @@ def test_prepare_llm_demo_builds_once_with_a_cut_down_recipe(monkeypatch, conver
     AutoTokenizer.from_pretrained(str(assets.model_dir))
     assert not [path for path in assets.model_dir.parent.iterdir() if path.name.startswith(".")]  # no staging left
     stamp = (assets.model_dir / "model.safetensors").stat().st_mtime_ns
-    assert lm_models.prepare_llm_demo(cache_dir=tmp_path, seed=0) == assets  # cached: nothing rebuilt
+    assert lm_models.prepare_llm_demo(cache_dir=tmp_path, seed=0, variant=variant) == assets  # cached
     assert (assets.model_dir / "model.safetensors").stat().st_mtime_ns == stamp
