@@ -169,5 +169,6 @@ def test_heldout_glyphs_and_debates_are_deterministic_balanced_and_fit_their_mod
     debates = heldout_data.load_debates(seed=0)
     assert debates["train"].features["label"].names == list(heldout_data.DEBATE_SIDES)
     assert (len(debates["train"]), len(debates["test"])) == (583, 250)
-    assert min(len(text.split()) for text in debates["train"]["text"] + debates["test"]["text"]) >= 6
-    assert debates["train"]["text"][:5] == heldout_data.load_debates(seed=0)["train"]["text"][:5]
+    texts = list(debates["train"]["text"]) + list(debates["test"]["text"])
+    assert min(len(text.split()) for text in texts) >= 6
+    assert list(debates["train"]["text"][:5]) == list(heldout_data.load_debates(seed=0)["train"]["text"][:5])
