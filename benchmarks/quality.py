@@ -574,8 +574,10 @@ def main() -> None:
             commits = sorted({str(row["rules_commit"]) for row in mine})
             text += f"\n#### scrub_auto against Retrain, {role.replace('_', '-')} scenarios, per seed\n\n"
             text += f"Rules at commit(s): {', '.join(commits)}\n\n" + auto_markdown(mine)
-    (args.results_dir / "tables.md").write_text(text)
-    (args.results_dir / "summary.json").write_text(json.dumps(dict(table, scrub_auto_runs=rows), indent=2) + "\n")
+    suffix = f"_{args.protocol}" if args.protocol else ""  # one protocol role's tables do not overwrite the other's
+    (args.results_dir / f"tables{suffix}.md").write_text(text)
+    summary = json.dumps(dict(table, scrub_auto_runs=rows), indent=2) + "\n"
+    (args.results_dir / f"summary{suffix}.json").write_text(summary)
     plot(table, args.results_dir)
     print(text)
     print(f"median seconds per run: {statistics.median(r['seconds'] for r in runs):.1f}")
