@@ -85,8 +85,12 @@ def run(
         disable_tqdm=True,
         seed=0,
         cache_teacher_outputs=cache,
-        # The goal-driven schedule: every step tested on 16 retain rows and undone or kept by all ranks alike.
+        # The goal-driven schedule: every step tested on 16 retain rows and undone or kept by all ranks alike. The
+        # dropout-free classifier starts at student == teacher, where the max-step's gradient is rounding noise
+        # (docs/design.md §14): one warm-up min-step (a causal LM's default) gives it a real gradient, so that the
+        # run's decisions do not rest on the last bits that one and two processes compute differently.
         **({"schedule": "auto", "retain_steps_per_forget_step": 1.0, "history_retain_examples": 16} if auto else {}),
+        **({"retain_warmup_steps": 1} if auto and not causal_lm else {}),
     )
     # The causal LM: rows with different numbers of loss tokens, so that only per-token weighting across processes
     # matches one process; its teacher is another model, so that the first max-steps have a real gradient.
@@ -95,7 +99,9 @@ def run(
     forget_validation, test = make_data(FORGET_VALIDATION, 3), make_data(TEST, 4)
     model = tiny_causal_lm() if causal_lm else tiny_bert(dropout=0.0)
     if auto:  # an original that memorised its training rows, so that the goal-driven run has something to do
-        memorise(model, datasets.concatenate_datasets([forget, retain]))
+        # The classifier only 15 Adam steps: after 60 its training loss is ~1e-7 and so is every gradient, and the
+        # run's growing step sizes (up to 64x) amplify rounding into its weights.
+        memorise(model, datasets.concatenate_datasets([forget, retain]), steps=60 if causal_lm else 15)
     trainer = RecordingScrubTrainer(
         model=model,
         teacher_model=tiny_causal_lm(seed=1) if causal_lm and not auto else None,
