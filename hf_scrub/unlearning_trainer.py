@@ -137,7 +137,6 @@ class _EpochCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        args.max_steps = -1  # set to the schedule's length for the Trainer's loop in get_train_dataloader
         self.trainer.return_best_epoch()
 
 
@@ -253,6 +252,15 @@ class UnlearningTrainer(Trainer):
             self.add_callback(PhaseProgressCallback(self))
         self.add_callback(_EpochCallback(self))
 
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`, giving the user's `args.max_steps` back however the run ends (a raised error included):
+        `get_train_dataloader` sets it to the schedule's length for the Trainer's loop."""
+        max_steps = self.args.max_steps
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.args.max_steps = max_steps
+
     # ---- what a method provides -----------------------------------------------------------------------------
 
     def setup_original(self, model: nn.Module, args: UnlearningConfig, num_labels: int | None) -> None:
@@ -331,8 +339,7 @@ class UnlearningTrainer(Trainer):
             )
         self.epoch_progress = epoch_progress(self.schedule)
         # The Trainer runs the whole schedule as one pass of `len(schedule)` optimizer steps. It learns that through
-        # the public `max_steps` (read right after this dataloader is built); `_EpochCallback.on_train_end` puts the
-        # user's value (-1: the run's length comes from num_train_epochs) back.
+        # the public `max_steps` (read right after this dataloader is built); `train` puts the user's value back.
         args.max_steps = len(self.schedule)
         counts = {phase: sum(step.phase is phase for step in self.schedule) for phase in Phase}
         logger.info(

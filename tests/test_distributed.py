@@ -14,15 +14,15 @@ teacher (a DeepSpeed engine without optimizer, as TRL prepares reference models)
 
 Tolerances. DDP averages two partial gradient sums where one process sums the whole batch (ZeRO-3 reduce-scatters
 them): the same numbers added in another order, so float32 round-off (~1e-7 relative per step) is the only expected
-difference. Measured: weights within 4e-8 (DDP) and 4.1e-8 (ZeRO-3) of the one-process run after 18 SGD steps that
-move them by up to 0.12; the tolerance `atol=1e-6` keeps a 25x margin and is 1e5 times smaller than the change a
-factor of 2 in the loss would make. The goal-driven runs (schedule="auto") must not rest on rounding: their classifier
-gets a warm-up min-step and an original that is not at loss ~1e-7 (tests/launch/distributed_scrub.py), since at
-student == teacher a max-step's gradient is rounding noise (docs/design.md §14) that the growing step sizes amplify
-(run so, the classifier failed the 1e-6 tolerance on some CI hosts). Measured now: its weights within 2.4e-8 of the
-one-process run, as are one process's with 2 accumulation steps. The logged KL values are differences of nearly equal log-probabilities, so their
-float32 error is absolute (~T^2 * 1e-8 = 2e-7 at T=4, measured 1.8e-7), hence `abs=1e-6` next to `rel=1e-5`. Ranks
-must agree bit for bit: every rank applies the same all-reduced (or, under ZeRO-3, gathered) update.
+difference. Measured: weights within 4e-8 (DDP) and 4.1e-8 (ZeRO-3) of the one-process run after 18 SGD steps that move
+them by up to 0.12; the tolerance `atol=1e-6` keeps a 25x margin and is 1e5 times smaller than the change a factor of 2
+in the loss would make. The goal-driven runs (schedule="auto") must not rest on rounding: their classifier gets a
+warm-up min-step and an original that is not at loss ~1e-7 (tests/launch/distributed_scrub.py), since at student ==
+teacher a max-step's gradient is rounding noise (docs/design.md §14) that the growing step sizes amplify (run so, the
+classifier failed the 1e-6 tolerance on some CI hosts). Measured now: its weights within 2.4e-8 of the one-process run,
+as are one process's with 2 accumulation steps. The logged KL values are differences of nearly equal log-probabilities,
+so their float32 error is absolute (~T^2 * 1e-8 = 2e-7 at T=4, measured 1.8e-7), hence `abs=1e-6` next to `rel=1e-5`.
+Ranks must agree bit for bit: every rank applies the same all-reduced (or, under ZeRO-3, gathered) update.
 """
 
 import json

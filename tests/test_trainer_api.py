@@ -11,6 +11,7 @@ Everything else goes through public API (the run's length through `args.max_step
 import inspect
 
 import datasets
+import pytest
 import torch
 from conftest import scrub_config, tiny_bert, token_dataset
 from transformers import Trainer
@@ -46,4 +47,25 @@ def test_the_trainer_learns_the_run_length_through_max_steps(tmp_path):
     trainer.train()
     # forget pass: 8 / 4 = 2 max-steps; two retain passes: 16 / 8 = 2 min-steps each.
     assert trainer.state.max_steps == trainer.state.global_step == len(trainer.schedule) == 6
+    assert args.max_steps == -1
+
+
+def test_a_run_that_raises_gives_the_users_max_steps_back(tmp_path):
+    """`max_steps` carries the schedule's length only while `train()` runs, however it ends."""
+    args = scrub_config(tmp_path)
+    model = tiny_bert()
+    trainer = ScrubTrainer(
+        model=model, args=args, forget_dataset=token_dataset(8, 1), retain_dataset=token_dataset(16, 2)
+    )
+    forwards = []
+
+    def fail_on_the_third_step(module, inputs, output):
+        forwards.append(trainer.state.global_step)
+        if trainer.state.global_step == 2:
+            raise RuntimeError("injected failure")
+
+    model.register_forward_hook(fail_on_the_third_step)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        trainer.train()
+    assert forwards[-1] == 2 and trainer.state.max_steps == len(trainer.schedule) > 2  # it failed mid-run
     assert args.max_steps == -1
