@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, GLOO_TEARDOWN_ABORT, free_port, launch_environment
+from conftest import CONFIGS, free_port, launch_environment, rerun_after_teardown_abort
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,16 +313,19 @@ def fsdp2_runs(tmp_path_factory):
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    for _attempt in range(2):
+    outputs = [out / f"rank{rank}.json" for rank in (0, 1)]
+    for attempt in range(2):
+        for path in outputs:
+            path.unlink(missing_ok=True)  # a rerun's outputs are its own
         command = [
             str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
             str(ROOT / "tests" / "launch" / "fsdp2_scrub.py"), "--out", str(out),
         ]  # fmt: skip
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
-        if result.returncode == 0 or GLOO_TEARDOWN_ABORT not in result.stderr:  # see conftest
+        if attempt or not rerun_after_teardown_abort("fsdp2 launch", result.returncode, result.stderr, outputs):
             break
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
-    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    return [json.loads(path.read_text()) for path in outputs]
 
 
 @pytest.mark.slow
@@ -471,3 +474,21 @@ def test_deepspeed_zero3_config_builds_a_zero3_plugin_with_trainer_filled_values
         ds["gradient_accumulation_steps"] == ds["gradient_clipping"] == ds["train_micro_batch_size_per_gpu"] == "auto"
     )
     assert env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == "false"
+
+
+def test_a_launch_is_rerun_only_after_a_teardown_abort_that_followed_complete_outputs(tmp_path):
+    from conftest import GLOO_TEARDOWN_ABORT
+
+    outputs = [tmp_path / "rank0.json", tmp_path / "model.safetensors"]
+    abort = f"... all done\n{GLOO_TEARDOWN_ABORT}\n"
+    assert not rerun_after_teardown_abort("x", -6, abort, outputs)  # crashed before writing anything
+    outputs[0].write_text('{"rank": 0')  # cut off mid-write
+    outputs[1].write_bytes(b"weights")
+    assert not rerun_after_teardown_abort("x", -6, abort, outputs)
+    outputs[0].write_text('{"rank": 0}')
+    assert not rerun_after_teardown_abort("x", 1, "Traceback ... ValueError", outputs)  # another failure
+    assert not rerun_after_teardown_abort("x", 0, abort, outputs)  # it passed
+    with pytest.warns(UserWarning, match="x: exit status -6 with Gloo's teardown abort after writing all 2 outputs"):
+        assert rerun_after_teardown_abort("x", -6, abort, outputs)
+    outputs[1].write_bytes(b"")
+    assert not rerun_after_teardown_abort("x", -6, abort, outputs)

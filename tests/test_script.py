@@ -399,7 +399,7 @@ def test_zero3_launch_of_the_script_with_rewind_equals_one_process(dropout_free_
     SCRUB+R rewinds to it: the saved model is a gathered, restored ZeRO-3 checkpoint, not the last step's
     weights.
     """
-    from conftest import GLOO_TEARDOWN_ABORT, free_port
+    from conftest import free_port, rerun_after_teardown_abort
     from transformers import AutoModelForSequenceClassification
 
     model_dir, data_dir = dropout_free_text_assets
@@ -433,10 +433,15 @@ def test_zero3_launch_of_the_script_with_rewind_equals_one_process(dropout_free_
 
     procs = {name: start(name) for name in launches}
     codes = {name: proc.wait(timeout=300) for name, proc in procs.items()}
+    outputs = ("unlearning_results.json", "model.safetensors", "README.md")
     for name in [
-        n for n in ("zero3", "zero3_init") if codes[n] and GLOO_TEARDOWN_ABORT in (tmp_path / f"{n}.log").read_text()
+        n
+        for n in ("zero3", "zero3_init")
+        if rerun_after_teardown_abort(
+            f"{n} launch", codes[n], (tmp_path / f"{n}.log").read_text(), [tmp_path / n / f for f in outputs]
+        )
     ]:
-        shutil.rmtree(tmp_path / name, ignore_errors=True)  # once more, from scratch, on a fresh port (conftest)
+        shutil.rmtree(tmp_path / name, ignore_errors=True)  # once more, from scratch, on a fresh port
         launches[name] = (two_processes(), launches[name][1])
         codes[name] = start(name).wait(timeout=300)
     for name, code in codes.items():
