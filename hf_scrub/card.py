@@ -24,12 +24,13 @@ import math
 import numbers
 import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .atomic import write_file
 
 __all__ = [
     "PLOT_FILE",
@@ -589,7 +590,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], rewind_epoch: int | None,
     """
     fig = history_figure(history, rewind_epoch)
     path = Path(path)
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
+    write_file(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
     return path
 
 
@@ -949,20 +950,6 @@ def build_model_card(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Call `write(tmp_path)` for a temporary file next to `path`, then move it into place (os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_card(
     results: Mapping[str, Any],
     output_dir: str | Path,
@@ -985,5 +972,5 @@ def write_card(
         plot_history(results["history"], results.get("rewind_epoch"), output_dir / plot_file)
     readme = output_dir / CARD_FILE
     text = str(card)
-    _atomic_write(readme, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_file(readme, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return readme

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import build_folder, is_complete
 from .tasks import image_transform
 
 __all__ = [
@@ -109,23 +109,6 @@ def build_demo_model(label_names: list[str] | tuple[str, ...], seed: int = 0):
         return ResNetForImageClassification(config)
 
 
-def _is_complete(folder: Path, required: tuple[str, ...]) -> bool:
-    return folder.is_dir() and all((folder / name).is_file() for name in required)
-
-
-def _publish(staging: Path, target: Path, required: tuple[str, ...]) -> None:
-    """Move a fully written ``staging`` folder to ``target`` atomically (same file system)."""
-    if target.exists() and not _is_complete(target, required):
-        shutil.rmtree(target, ignore_errors=True)  # a stale or hand-edited folder, not one of ours
-    try:
-        os.replace(staging, target)
-    except OSError:
-        # Another process published a complete folder first: keep theirs, drop ours.
-        if not _is_complete(target, required):
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _accuracy(model, dataset, transform, batch_size: int = 500) -> float:
     import torch
 
@@ -210,32 +193,19 @@ def prepare_demo(cache_dir: str | os.PathLike[str] | None = None, seed: int = 0)
     root = Path(cache_dir).expanduser() if cache_dir is not None else demo_cache_dir()
     base = root / f"mnist-resnet-v{_DEMO_VERSION}-seed{seed}"
     assets = DemoAssets(model_dir=base / "model", dataset_dir=base / "dataset")
-    if _is_complete(assets.dataset_dir, _DATASET_FILES) and _is_complete(assets.model_dir, _MODEL_FILES):
+    if is_complete(assets.dataset_dir, _DATASET_FILES) and is_complete(assets.model_dir, _MODEL_FILES):
         return assets
 
     import datasets
 
     from .offline import load_mnist
 
-    base.mkdir(parents=True, exist_ok=True)
-    if _is_complete(assets.dataset_dir, _DATASET_FILES):
+    if is_complete(assets.dataset_dir, _DATASET_FILES):
         dataset_dict = datasets.load_from_disk(str(assets.dataset_dir))
     else:
         dataset_dict = load_mnist(seed=seed)
-        staging = Path(tempfile.mkdtemp(prefix=".dataset-", dir=base))
-        try:
-            dataset_dict.save_to_disk(str(staging))
-            _publish(staging, assets.dataset_dir, _DATASET_FILES)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-    if not _is_complete(assets.model_dir, _MODEL_FILES):
-        staging = Path(tempfile.mkdtemp(prefix=".model-", dir=base))
-        try:
-            _train_original(dataset_dict, staging, seed)
-            _publish(staging, assets.model_dir, _MODEL_FILES)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        build_folder(assets.dataset_dir, _DATASET_FILES, lambda staging: dataset_dict.save_to_disk(str(staging)))
+    build_folder(assets.model_dir, _MODEL_FILES, lambda staging: _train_original(dataset_dict, staging, seed))
     return assets
 
 

@@ -25,15 +25,14 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .demo import _is_complete, _publish, demo_cache_dir
+from .atomic import build_folder, is_complete
+from .demo import demo_cache_dir
 from .lm_data import causal_lm_collator, tokenize_for_causal_lm
 from .offline import _package_dir
 
@@ -107,20 +106,6 @@ def _smollm2_base(cache_dir: str | os.PathLike[str] | None) -> Path:
     return _root(cache_dir) / f"smollm2-135m-instruct-v{_CONVERSION_VERSION}"
 
 
-def _build_into(target: Path, required: tuple[str, ...], build) -> Path:
-    """Run ``build(staging)`` in a fresh temporary folder beside ``target`` and publish it there atomically."""
-    if _is_complete(target, required):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(staging)
-        _publish(staging, target, required)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 # ---- 1. the tokenizer ---------------------------------------------------------------------------------------------
 
 
@@ -132,13 +117,13 @@ def smollm2_tokenizer_dir(cache_dir: str | os.PathLike[str] | None = None) -> Pa
     ``<cache>/smollm2-135m-instruct-v<version>/tokenizer``.
     """
     target = _smollm2_base(cache_dir) / "tokenizer"
-    if _is_complete(target, _TOKENIZER_FILES):
+    if is_complete(target, _TOKENIZER_FILES):
         return target
 
     def build(staging: Path) -> None:
         _load_gguf_tokenizer().save_pretrained(staging)
 
-    return _build_into(target, _TOKENIZER_FILES, build)
+    return build_folder(target, _TOKENIZER_FILES, build)
 
 
 def _load_gguf_tokenizer() -> PreTrainedTokenizerBase:
@@ -176,11 +161,11 @@ def smollm2_model_dir(num_layers: int | None = None, *, cache_dir: str | os.Path
     """
     base = _smollm2_base(cache_dir)
     if num_layers is None or num_layers == _SMOLLM2_NUM_LAYERS:
-        return _build_into(base / "model", _MODEL_FILES, lambda staging: _convert_full(staging, cache_dir))
+        return build_folder(base / "model", _MODEL_FILES, lambda staging: _convert_full(staging, cache_dir))
     if not 1 <= num_layers <= _SMOLLM2_NUM_LAYERS:
         raise ValueError(f"num_layers must be between 1 and {_SMOLLM2_NUM_LAYERS}, got {num_layers}.")
     full = smollm2_model_dir(cache_dir=cache_dir)
-    return _build_into(
+    return build_folder(
         base / f"model-{num_layers}layers", _MODEL_FILES, lambda staging: _truncate(full, num_layers, staging)
     )
 
@@ -644,12 +629,12 @@ def prepare_llm_demo(
     recipe = _recipe(variant)
     base = _assets_dir(_root(cache_dir), variant, seed)
     assets = LLMDemoAssets(model_dir=base / "model", dataset_dir=base / "dataset")
-    if _is_complete(assets.dataset_dir, _DATASET_FILES) and _is_complete(assets.model_dir, _LLM_MODEL_FILES):
+    if is_complete(assets.dataset_dir, _DATASET_FILES) and is_complete(assets.model_dir, _LLM_MODEL_FILES):
         return assets
 
     started = time.perf_counter()
     base.mkdir(parents=True, exist_ok=True)
-    if _is_complete(assets.dataset_dir, _DATASET_FILES):
+    if is_complete(assets.dataset_dir, _DATASET_FILES):
         facts = datasets.load_from_disk(str(assets.dataset_dir))
     else:
         facts = make_fictitious_facts(
@@ -659,9 +644,9 @@ def prepare_llm_demo(
             facts_per_person=recipe["facts_per_person"],
             templates=recipe.get("templates", "demo"),
         )
-        _build_into(assets.dataset_dir, _DATASET_FILES, lambda staging: facts.save_to_disk(str(staging)))
+        build_folder(assets.dataset_dir, _DATASET_FILES, lambda staging: facts.save_to_disk(str(staging)))
 
-    _build_into(
+    build_folder(
         assets.model_dir,
         _LLM_MODEL_FILES,
         lambda staging: _train_facts_model(staging, facts, facts["train"], recipe, seed, cache_dir, started),
@@ -693,7 +678,7 @@ def prepare_llm_retrain(
     retain = facts["train"].select([row for row in range(len(facts["train"])) if row not in set(forget)])
     recipe = _recipe(variant)
     started = time.perf_counter()
-    _build_into(
+    build_folder(
         target,
         _LLM_MODEL_FILES,
         lambda staging: _train_facts_model(staging, facts, retain, recipe, seed, cache_dir, started),
