@@ -117,13 +117,7 @@ def smollm2_tokenizer_dir(cache_dir: str | os.PathLike[str] | None = None) -> Pa
     ``<cache>/smollm2-135m-instruct-v<version>/tokenizer``.
     """
     target = _smollm2_base(cache_dir) / "tokenizer"
-    if is_complete(target, _TOKENIZER_FILES):
-        return target
-
-    def build(staging: Path) -> None:
-        _load_gguf_tokenizer().save_pretrained(staging)
-
-    return build_folder(target, _TOKENIZER_FILES, build)
+    return build_folder(target, _TOKENIZER_FILES, lambda staging: _load_gguf_tokenizer().save_pretrained(staging))
 
 
 def _load_gguf_tokenizer() -> PreTrainedTokenizerBase:
@@ -633,7 +627,6 @@ def prepare_llm_demo(
         return assets
 
     started = time.perf_counter()
-    base.mkdir(parents=True, exist_ok=True)
     if is_complete(assets.dataset_dir, _DATASET_FILES):
         facts = datasets.load_from_disk(str(assets.dataset_dir))
     else:
